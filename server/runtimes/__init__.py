@@ -1,0 +1,1 @@
+"""Prepackaged model runtimes that need no user class."""
