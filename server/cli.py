@@ -1,0 +1,107 @@
+"""Command line: ``fastseldon serve|info|build`` and the seldon-core-microservice drop-in."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+
+from fastseldon import __version__
+
+USAGE = """usage: fastseldon <command> [options]
+
+commands:
+  serve INTERFACE_NAME [options]   serve a Seldon user model class (see `fastseldon serve --help`)
+  build SRC IMAGE [--gpu|--cpu]    build a serving image with the CPU or GPU s2i builder
+  info                             version and which codec implementation is active
+"""
+
+
+def _fail(message: str) -> int:
+    print(f"fastseldon: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_interface(name: str) -> str | None:
+    """Cheap pre-flight in the supervisor: is the module findable? (Importing happens in workers.)"""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    module = name.rsplit(".", 1)[0] if "." in name else name
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        return f"cannot import interface {name!r}: {exc}"
+    if found is None:
+        return f"cannot import interface {name!r}: no module named {module!r} (looked in {os.getcwd()} and sys.path)"
+    return None
+
+
+def serve(argv: list[str], prog: str = "fastseldon serve") -> int:
+    from fastseldon import settings as settings_mod
+    from fastseldon.user_model import ModelLoadError, parse_parameters
+
+    parser = settings_mod.build_parser(prog)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        return _fail(f"unknown arguments {unknown} (note: like seldon-core-microservice since 1.5.0, "
+                     "the API type is not a positional argument; use --api-type)")
+    try:
+        settings = settings_mod.from_args(args)
+        parse_parameters(settings.parameters)
+    except (ValueError, ModelLoadError) as exc:
+        return _fail(str(exc))
+    problem = _check_interface(settings.interface_name)
+    if problem:
+        return _fail(problem)
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level, logging.INFO),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+    if settings.persistence:
+        logging.getLogger("fastseldon").warning("--persistence is deprecated in Seldon and ignored")
+    from fastseldon.workers import serve as run
+
+    return run(settings)
+
+
+def info() -> int:
+    from fastseldon import codec
+
+    print(f"fastseldon {__version__}")
+    print(f"codec: {codec.IMPLEMENTATION}")
+    print(f"python: {sys.version.split()[0]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command in ("--version", "-V"):
+        from fastseldon import codec
+
+        print(f"fastseldon {__version__} (codec: {codec.IMPLEMENTATION})")
+        return 0
+    if command == "serve":
+        return serve(rest)
+    if command == "info":
+        return info()
+    if command == "build":
+        try:
+            from fastseldon.builder import main as build_main
+        except ImportError:
+            return _fail("the image builder is not available in this installation")
+        return build_main(rest)
+    return _fail(f"unknown command {command!r}\n{USAGE}")
+
+
+def microservice_main(argv: list[str] | None = None) -> int:
+    """``fastseldon-microservice MyModel --service-type MODEL ...``: seldon-core-microservice's CLI."""
+    argv = sys.argv[1:] if argv is None else argv
+    return serve(argv, prog="fastseldon-microservice")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Prometheus metrics: per-endpoint request counts and latencies, plus the user's own metrics.
+
+Workers write through prometheus_client's multiprocess mode (one mmap file per process in
+PROMETHEUS_MULTIPROC_DIR); the supervisor serves the merged view on the metrics port. The
+environment variable must be set before prometheus_client is first imported, which
+``prepare_multiprocess_dir`` does in the supervisor before any worker is forked.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from typing import Any
+
+import numpy as np
+
+from fastseldon.settings import Settings
+
+# Seldon's TIMER buckets: 50 log-spaced edges from 1 ms to 30 s (values are seconds).
+SELDON_TIMER_BUCKETS = tuple(float(x) for x in np.logspace(-3, np.log10(30), 50)) + (float("inf"),)
+REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf"))
+
+
+def prepare_multiprocess_dir() -> str:
+    """Create (or reuse, when set by the user) the directory workers write their metrics to."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="fastseldon-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    else:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):  # stale files from an earlier run would be merged in
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    return path
+
+
+def remove_multiprocess_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def mark_worker_dead(pid: int) -> None:
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
+
+
+def start_metrics_server(settings: Settings) -> Any:
+    """Serve the merged metrics of all workers on the metrics port (a thread in the supervisor)."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    server, thread = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+    return server
+
+
+class Metrics:
+    """The metrics one worker records. Label children are cached: ``labels()`` is the slow part."""
+
+    def __init__(self, settings: Settings):
+        from prometheus_client import Counter, Histogram
+
+        self._settings = settings
+        self._lock = threading.Lock()
+        image = settings.predictive_unit_image
+        image_name, _, image_version = image.rpartition(":") if ":" in image else (image, "", "")
+        na = "NOT_IMPLEMENTED"
+        self._default_labels = {
+            "deployment_name": settings.deployment_name or na,
+            "model_name": settings.predictive_unit_id or settings.model_name or na,
+            "model_image": image_name or na,
+            "model_version": image_version or na,
+            "predictor_name": settings.predictor_name or na,
+            "predictor_version": settings.predictor_version or na,
+            "seldon_deployment_name": settings.deployment_name or na,
+            "image_name": image_name or na,
+            "image_version": image_version or na,
+            "worker_id": str(os.getpid()),
+        }
+        self._requests = Counter(
+            "fastseldon_requests", "Requests handled, by endpoint, protocol and status", ["model", "endpoint", "protocol", "code"], registry=None
+        )
+        self._latency = Histogram(
+            "fastseldon_request_duration_seconds",
+            "Request handling time from parsed request to encoded reply",
+            ["model", "endpoint", "protocol"],
+            buckets=REQUEST_BUCKETS,
+            registry=None,
+        )
+        self._feedback = Counter("seldon_api_model_feedback", "Feedback calls with a non-zero reward", list(self._default_labels), registry=None)
+        self._reward = Counter("seldon_api_model_feedback_reward", "Sum of feedback rewards", list(self._default_labels), registry=None)
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._custom: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+    def observe(self, endpoint: str, protocol: str, code: str, seconds: float) -> None:
+        key = (endpoint, protocol, code)
+        children = self._request_children.get(key)
+        if children is None:
+            model = self._settings.model_name
+            children = (
+                self._requests.labels(model, endpoint, protocol, code),
+                self._latency.labels(model, endpoint, protocol),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def feedback(self, reward: float) -> None:
+        if reward:
+            self._feedback.labels(**self._default_labels).inc()
+            self._reward.labels(**self._default_labels).inc(reward)
+
+    def record_custom(self, metrics: list[dict[str, Any]], method: str) -> None:
+        """Seldon's COUNTER / GAUGE / TIMER (milliseconds) custom metrics, with its labels."""
+        from prometheus_client import Counter, Gauge, Histogram
+
+        for m in metrics:
+            labels = {**(m.get("tags") or {}), "method": method, **self._default_labels}
+            names = tuple(sorted(labels))
+            key = (m["type"], m["key"], names)
+            with self._lock:
+                metric = self._custom.get(key)
+                if metric is None:
+                    if m["type"] == "COUNTER":
+                        metric = Counter(m["key"], "", names, registry=None)
+                    elif m["type"] == "GAUGE":
+                        metric = Gauge(m["key"], "", names, registry=None, multiprocess_mode="mostrecent")
+                    else:
+                        metric = Histogram(m["key"], "", names, buckets=SELDON_TIMER_BUCKETS, registry=None)
+                    self._custom[key] = metric
+            child = metric.labels(**{k: str(v) for k, v in labels.items()})
+            if m["type"] == "COUNTER":
+                child.inc(m["value"])
+            elif m["type"] == "GAUGE":
+                child.set(m["value"])
+            else:
+                child.observe(m["value"] / 1000.0)

@@ -1,0 +1,344 @@
+"""Seldon v1 wire formats (JSON and protobuf) <-> the service's in-memory messages.
+
+Nothing here touches a socket. Decoding produces a ``Message`` (numpy payload, names, meta
+as a JSON-shaped dict); encoding turns a ``Reply`` back into the bytes Seldon's Python
+wrapper would have sent for the same request, following its rules for which data kind
+(ndarray / tensor / tftensor / strData / ...) the reply uses and which ``names`` it carries.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+
+from fastseldon import codec
+from fastseldon.errors import BadRequest, CodecError
+from fastseldon.proto import prediction_pb2 as pb
+from fastseldon.proto import tensor_pb2 as tfpb
+
+DATA_KINDS = ("ndarray", "tensor", "tftensor")
+
+
+@dataclass(slots=True)
+class Message:
+    """One decoded SeldonMessage: what the user's hooks get, plus what the reply must mirror."""
+
+    kind: str  # ndarray | tensor | tftensor | jsonData | strData | binData | customData
+    payload: Any
+    names: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None  # the parsed request as *_raw hooks receive it (dict for REST, proto for gRPC)
+
+
+@dataclass(slots=True)
+class Reply:
+    """A hook's result plus the response meta, before it is put on the wire."""
+
+    payload: Any
+    kind: str  # the request kind to mirror
+    names: list[str] | None = None  # user class_names; None means Seldon's "t:<i>" default
+    meta: dict[str, Any] = field(default_factory=dict)
+    raw: bool = False  # a *_raw hook's return value, sent as-is
+    status: int = 200
+
+
+# --------------------------------------------------------------------------- JSON decoding
+
+
+def _array(value: Any) -> np.ndarray:
+    return codec.to_array(value)
+
+
+def message_from_json(obj: Any, *, raw: Any = None) -> Message:
+    """A parsed Seldon JSON object -> Message (Seldon's precedence: data, jsonData, strData, binData)."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f"Invalid request data type: {obj!r}")
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise BadRequest(f"meta must be a JSON object, got {meta!r}")
+    if "data" in obj:
+        data = obj["data"]
+        if not isinstance(data, dict):
+            raise BadRequest(f"data must be a JSON object, got {data!r}")
+        names = data.get("names") or []
+        if "tensor" in data:
+            tensor = data["tensor"]
+            if not isinstance(tensor, dict) or "values" not in tensor:
+                raise BadRequest("data.tensor needs values (and shape)")
+            values = _array(tensor["values"])
+            shape = tensor.get("shape")
+            if shape is not None:
+                try:
+                    values = values.reshape([int(s) for s in shape])
+                except (ValueError, TypeError) as exc:
+                    raise BadRequest(f"data.tensor shape {shape} does not fit {values.size} values: {exc}") from None
+            return Message("tensor", values, names, meta, raw)
+        if "ndarray" in data:
+            return Message("ndarray", _array(data["ndarray"]), names, meta, raw)
+        if "tftensor" in data:
+            tensor = _parse_json_into(tfpb.TensorProto(), data["tftensor"], "data.tftensor")
+            return Message("tftensor", tftensor_to_array(tensor), names, meta, raw)
+        return Message("ndarray", np.array([]), names, meta, raw)
+    if "jsonData" in obj:
+        return Message("jsonData", obj["jsonData"], [], meta, raw)
+    if "strData" in obj:
+        return Message("strData", obj["strData"], [], meta, raw)
+    if "binData" in obj:
+        try:
+            payload = base64.b64decode(obj["binData"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise BadRequest("binData must be a base64 string") from None
+        return Message("binData", payload, [], meta, raw)
+    raise BadRequest(f"Invalid request data type: {obj!r}")
+
+
+def _parse_json_into(message: Any, obj: Any, what: str) -> Any:
+    try:
+        return json_format.ParseDict(obj, message)
+    except (json_format.ParseError, TypeError, ValueError) as exc:
+        raise BadRequest(f"Invalid JSON in {what}: {exc}") from None
+
+
+def feedback_from_json(obj: Any) -> Any:
+    """Feedback JSON goes through protobuf, as in Seldon (unknown fields are an error)."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f"Invalid request data type: {obj!r}")
+    try:
+        return json_format.ParseDict(obj, pb.Feedback())
+    except (json_format.ParseError, TypeError, ValueError) as exc:
+        raise BadRequest(f"Invalid JSON: {exc}") from None
+
+
+# --------------------------------------------------------------------------- protobuf decoding
+
+_TF_DTYPES = {
+    tfpb.DT_FLOAT: (np.float32, "float_val"),
+    tfpb.DT_DOUBLE: (np.float64, "double_val"),
+    tfpb.DT_INT32: (np.int32, "int_val"),
+    tfpb.DT_UINT8: (np.uint8, "int_val"),
+    tfpb.DT_INT16: (np.int16, "int_val"),
+    tfpb.DT_INT8: (np.int8, "int_val"),
+    tfpb.DT_INT64: (np.int64, "int64_val"),
+    tfpb.DT_BOOL: (np.bool_, "bool_val"),
+    tfpb.DT_UINT16: (np.uint16, "int_val"),
+    tfpb.DT_HALF: (np.float16, "half_val"),
+    tfpb.DT_UINT32: (np.uint32, "uint32_val"),
+    tfpb.DT_UINT64: (np.uint64, "uint64_val"),
+    tfpb.DT_STRING: (np.object_, "string_val"),
+}
+_NP_TO_TF = {np.dtype(v[0]): k for k, v in _TF_DTYPES.items() if v[0] is not np.object_}
+
+
+def tftensor_to_array(t: Any) -> np.ndarray:
+    """TensorFlow's TensorProto -> numpy, without TensorFlow (Seldon needs it installed)."""
+    if t.dtype not in _TF_DTYPES:
+        raise BadRequest(f"unsupported tftensor dtype {tfpb.DataType.Name(t.dtype) if t.dtype in tfpb.DataType.values() else t.dtype}")
+    dtype, field_name = _TF_DTYPES[t.dtype]
+    shape = [d.size for d in t.tensor_shape.dim]
+    count = int(np.prod(shape)) if shape else 1
+    if t.tensor_content and dtype is not np.object_:
+        arr = np.frombuffer(t.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
+    elif dtype is np.object_:
+        arr = np.array(list(t.string_val), dtype=object)
+    elif t.dtype == tfpb.DT_HALF:
+        arr = np.array(t.half_val, dtype=np.uint16).view(np.float16)
+    else:
+        arr = np.array(getattr(t, field_name), dtype=dtype)
+    if arr.size == 1 and count > 1:
+        arr = np.full(count, arr[0], dtype=arr.dtype)  # TF broadcasts a single value
+    try:
+        return arr.reshape(shape)
+    except ValueError:
+        raise BadRequest(f"tftensor shape {shape} does not fit {arr.size} values") from None
+
+
+def array_to_tftensor(arr: np.ndarray) -> Any:
+    t = tfpb.TensorProto()
+    for size in arr.shape:
+        t.tensor_shape.dim.add().size = size
+    if arr.dtype.kind in "OSU":
+        t.dtype = tfpb.DT_STRING
+        t.string_val.extend(x if isinstance(x, bytes) else str(x).encode() for x in arr.ravel())
+        return t
+    dtype = _NP_TO_TF.get(arr.dtype)
+    if dtype is None:
+        arr = arr.astype(np.float64)
+        dtype = tfpb.DT_DOUBLE
+    t.dtype = dtype
+    t.tensor_content = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    return t
+
+
+def _meta_to_dict(meta: Any) -> dict[str, Any]:
+    if not meta.ByteSize():
+        return {}
+    return json_format.MessageToDict(meta)
+
+
+def message_from_proto(msg: Any) -> Message:
+    """A parsed SeldonMessage -> Message. Tensor values are float64, as Seldon's gRPC path."""
+    meta = _meta_to_dict(msg.meta) if msg.HasField("meta") else {}
+    which = msg.WhichOneof("data_oneof")
+    if which == "data":
+        data = msg.data
+        names = list(data.names)
+        kind = data.WhichOneof("data_oneof")
+        if kind == "tensor":
+            values = np.array(data.tensor.values, dtype=np.float64)
+            shape = list(data.tensor.shape)
+            if shape:
+                try:
+                    values = values.reshape(shape)
+                except ValueError:
+                    raise BadRequest(f"data.tensor shape {shape} does not fit {values.size} values") from None
+            return Message("tensor", values, names, meta, msg)
+        if kind == "ndarray":
+            return Message("ndarray", _array(json_format.MessageToDict(data.ndarray)), names, meta, msg)
+        if kind == "tftensor":
+            return Message("tftensor", tftensor_to_array(data.tftensor), names, meta, msg)
+        return Message("ndarray", np.array([]), names, meta, msg)
+    if which == "jsonData":
+        return Message("jsonData", json_format.MessageToDict(msg.jsonData), [], meta, msg)
+    if which == "strData":
+        return Message("strData", msg.strData, [], meta, msg)
+    if which == "binData":
+        return Message("binData", msg.binData, [], meta, msg)
+    if which == "customData":
+        return Message("customData", msg.customData, [], meta, msg)
+    raise BadRequest("Invalid request data type: the SeldonMessage has no data, binData, strData, jsonData or customData")
+
+
+def parse_proto(cls: Any, body: bytes) -> Any:
+    try:
+        return cls.FromString(body)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise BadRequest(f"Invalid protobuf {cls.DESCRIPTOR.name}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- reply shaping
+
+
+def _is_numeric(arr: np.ndarray) -> bool:
+    return np.issubdtype(arr.dtype, np.number)
+
+
+def _names_for(arr: np.ndarray, class_names: list[str] | None) -> list[str]:
+    if arr.ndim <= 1:
+        return []
+    if class_names is not None:
+        return list(class_names)
+    return [f"t:{i}" for i in range(arr.shape[1])]
+
+
+def _data_kind(reply_kind: str, arr: np.ndarray) -> str:
+    """Seldon's choice: mirror the request's data kind for numeric results, ndarray otherwise."""
+    if not _is_numeric(arr):
+        return "ndarray"
+    if reply_kind in DATA_KINDS:
+        return reply_kind
+    return "tensor"
+
+
+def _result_array(payload: Any) -> np.ndarray | None:
+    if isinstance(payload, np.ndarray):
+        return payload
+    if isinstance(payload, (list, tuple)):
+        try:
+            return np.array(payload)
+        except ValueError:
+            return np.array(payload, dtype=object)
+    return None
+
+
+def reply_to_json_obj(reply: Reply) -> Any:
+    """Reply -> the JSON-ready object Seldon's REST wrapper would return."""
+    if reply.raw:
+        return reply.payload
+    payload = reply.payload
+    out: dict[str, Any]
+    arr = _result_array(payload)
+    if arr is not None:
+        kind = _data_kind(reply.kind, arr)
+        names = _names_for(arr, reply.names)
+        if kind == "tensor":
+            data = {"names": names, "tensor": {"shape": list(arr.shape), "values": arr.ravel()}}
+        elif kind == "tftensor":
+            data = {"names": names, "tftensor": json_format.MessageToDict(array_to_tftensor(arr))}
+        else:
+            data = {"names": names, "ndarray": arr if arr.dtype != object else arr.tolist()}
+        out = {"data": data, "meta": reply.meta}
+    elif isinstance(payload, dict):
+        out = {"jsonData": payload, "meta": reply.meta}
+    elif isinstance(payload, (bytes, bytearray, memoryview)):
+        out = {"binData": base64.b64encode(bytes(payload)).decode("ascii"), "meta": reply.meta}
+    elif isinstance(payload, str):
+        out = {"meta": reply.meta, "strData": payload}
+    else:
+        raise BadRequest(f"Unknown data type returned as payload (must be list or np array):{payload!r}")
+    return out
+
+
+def reply_to_json(reply: Reply) -> bytes:
+    return codec.dumps(reply_to_json_obj(reply))
+
+
+def _list_value(arr: np.ndarray) -> Any:
+    lv = pb.DefaultData().ndarray
+    lv.extend(arr.tolist() if arr.ndim else [arr.item()])
+    return lv
+
+
+def reply_to_proto(reply: Reply) -> Any:
+    """Reply -> SeldonMessage proto (gRPC, and REST feedback which Seldon renders via protobuf)."""
+    if reply.raw:
+        payload = reply.payload
+        if isinstance(payload, dict):
+            return _parse_json_into(pb.SeldonMessage(), payload, "raw hook reply")
+        return payload
+    msg = pb.SeldonMessage()
+    if reply.meta:
+        _parse_json_into(msg.meta, reply.meta, "meta")
+    payload = reply.payload
+    arr = _result_array(payload)
+    if arr is not None:
+        kind = _data_kind(reply.kind, arr)
+        msg.data.names.extend(_names_for(arr, reply.names))
+        if kind == "tensor":
+            msg.data.tensor.shape.extend(arr.shape)
+            msg.data.tensor.values.extend(np.asarray(arr, dtype=np.float64).ravel().tolist())
+        elif kind == "tftensor":
+            msg.data.tftensor.CopyFrom(array_to_tftensor(arr))
+        else:
+            try:
+                msg.data.ndarray.extend(arr.tolist() if arr.ndim else [arr.item()])
+            except (TypeError, ValueError) as exc:
+                raise BadRequest(f"Cannot encode result as a ListValue: {exc}") from None
+    elif isinstance(payload, dict):
+        _parse_json_into(msg.jsonData, payload, "jsonData")
+    elif isinstance(payload, (bytes, bytearray, memoryview)):
+        msg.binData = bytes(payload)
+    elif isinstance(payload, str):
+        msg.strData = payload
+    elif type(payload).__name__ == "Any" and hasattr(payload, "type_url"):
+        msg.customData.CopyFrom(payload)
+    else:
+        raise BadRequest(f"Unknown data type returned as payload (must be list or np array):{payload!r}")
+    return msg
+
+
+def reply_to_proto_json(reply: Reply) -> bytes:
+    """Seldon renders feedback replies through protobuf's JSON mapping (floats, no empty names)."""
+    return codec.dumps(json_format.MessageToDict(reply_to_proto(reply)))
+
+
+def metadata_to_proto(metadata: dict[str, Any]) -> Any:
+    return json_format.ParseDict(metadata, pb.SeldonModelMetadata(), ignore_unknown_fields=True)
+
+
+def status_json(message: str, reason: str) -> bytes:
+    """Seldon's error body: code is always -1 and status 1 (FAILURE) in the wrapper's dicts."""
+    return codec.dumps({"status": {"code": -1, "info": message, "reason": reason, "status": 1}})

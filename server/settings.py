@@ -1,0 +1,193 @@
+"""The one place that reads CLI flags and environment variables.
+
+Flags win over environment variables, which win over defaults. Seldon's own variable names
+(PREDICTIVE_UNIT_*, GUNICORN_WORKERS, GRPC_THREADS, ...) are honoured so an existing
+deployment's environment means the same thing here.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
+API_TYPES = ("REST", "GRPC", "BOTH")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ONNX_CLASS = "fastseldon.runtimes.onnx.OnnxModel"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a server process needs to know, built once and never mutated."""
+
+    interface_name: str
+    service_type: str = "MODEL"
+    model_name: str = ""
+    parameters: str = "[]"
+    host: str = "0.0.0.0"
+    http_port: int = 9000
+    grpc_port: int = 5000
+    metrics_port: int = 6000
+    metrics_path: str = "/metrics"
+    api_type: str = "BOTH"
+    workers: int = 1
+    grpc_threads: int = 4
+    log_level: str = "INFO"
+    access_log: bool = False
+    persistence: int = 0
+    max_body_bytes: int = 100 * 1024 * 1024
+    max_grpc_message_bytes: int = 2**31 - 1
+    keepalive_timeout: float = 75.0
+    graceful_timeout: float = 20.0
+    inline_hook_seconds: float = 0.0005
+    max_batch_size: int = 0
+    max_batch_time_ms: float = 0.0
+    max_batches_in_flight: int = 1
+    payload_passthrough: bool = False
+    include_metrics_in_response: bool = True
+    predictive_unit_id: str = ""
+    predictive_unit_image: str = ""
+    deployment_name: str = ""
+    predictor_name: str = ""
+    predictor_version: str = ""
+    model_metadata: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def http_enabled(self) -> bool:
+        return self.api_type in ("REST", "BOTH") and self.http_port > 0
+
+    @property
+    def grpc_enabled(self) -> bool:
+        return self.api_type in ("GRPC", "BOTH") and self.grpc_port > 0
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1 and self.max_batch_time_ms >= 0
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """Seldon's rule: unset -> default, else true iff one of 1/true/t (any case)."""
+    value = env.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "t")
+
+
+def _first(env: Mapping[str, str], names: tuple[str, ...], default: Any) -> Any:
+    for name in names:
+        if env.get(name):
+            return env[name]
+    return default
+
+
+def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Serve a Seldon user model class over Seldon v1 and V2.")
+    p.add_argument("interface_name", nargs="?", help="MyModel (MyModel.py in the working directory) or package.module.Class")
+    p.add_argument("--service-type", type=str.upper, choices=SERVICE_TYPES)
+    p.add_argument("--model-name", help="name in metadata, metrics and V2 routes (default: the class name)")
+    p.add_argument("--parameters", help="Seldon parameters JSON list [{name, value, type}] (env PREDICTIVE_UNIT_PARAMETERS)")
+    p.add_argument("--persistence", type=int, nargs="?", const=1, help="accepted for compatibility; ignored")
+    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--http-port", type=int, help="REST port (env PREDICTIVE_UNIT_HTTP_SERVICE_PORT, default 9000)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (env PREDICTIVE_UNIT_GRPC_SERVICE_PORT, default 5000)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (env PREDICTIVE_UNIT_METRICS_SERVICE_PORT, default 6000)")
+    p.add_argument("--api-type", type=str.upper, choices=API_TYPES, help="which fronts to run (env API_TYPE, default BOTH)")
+    p.add_argument("--workers", type=int, help="worker processes sharing the ports (env FASTSELDON_WORKERS or GUNICORN_WORKERS)")
+    p.add_argument("--grpc-threads", type=int, help="gRPC handler threads per worker (env GRPC_THREADS, default 4)")
+    p.add_argument("--grpc-workers", type=int, help="0 disables gRPC (seldon-core-microservice compatibility)")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="(env SELDON_LOG_LEVEL, default INFO)")
+    p.add_argument("--access-log", action="store_true", default=None, help="log every request (env GUNICORN_ACCESS_LOG)")
+    p.add_argument("--max-body-bytes", type=int, help="largest request body accepted (default 100 MiB)")
+    p.add_argument("--keepalive", type=float, help="idle keep-alive timeout in seconds (default 75; keep it above your proxy's)")
+    p.add_argument("--graceful-timeout", type=float, help="seconds to finish in-flight requests on SIGTERM (default 20)")
+    p.add_argument("--max-batch-size", type=int, help="adaptive batching: most rows per predict call (env MAX_BATCH_SIZE; off)")
+    p.add_argument("--max-batch-time-ms", type=float, help="adaptive batching: longest wait for a batch to fill (env MAX_BATCH_TIME_MS)")
+    p.add_argument("--onnx", metavar="PATH", help="serve an ONNX model file with no user code")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="ONNX device (env DEVICE, default auto)")
+    # Accepted so seldon-core-microservice command lines keep working; gunicorn/Flask knobs mean nothing here.
+    for legacy in ("--threads", "--max-requests", "--max-requests-jitter", "--single-threaded", "--tracing"):
+        p.add_argument(legacy, type=int, nargs="?", const=1, help=argparse.SUPPRESS)
+    p.add_argument("--debug", nargs="?", const=True, help=argparse.SUPPRESS)
+    p.add_argument("--pidfile", help=argparse.SUPPRESS)
+    return p
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Combine parsed flags with the environment into Settings (raises ValueError on bad values)."""
+    env = os.environ if env is None else env
+    interface = args.interface_name
+    parameters = args.parameters if args.parameters is not None else env.get("PREDICTIVE_UNIT_PARAMETERS", "[]")
+    if args.onnx:
+        import json
+
+        interface = interface or ONNX_CLASS
+        extra = [
+            {"name": "model_uri", "value": os.path.abspath(args.onnx), "type": "STRING"},
+            {"name": "device", "value": args.device or env.get("DEVICE", "auto"), "type": "STRING"},
+        ]
+        parameters = json.dumps(json.loads(parameters or "[]") + extra)
+    if not interface:
+        raise ValueError("an interface name (e.g. MyModel or package.module.Class) or --onnx PATH is required")
+
+    def pick(flag: Any, names: tuple[str, ...], default: Any, cast: Any = str) -> Any:
+        if flag is not None:
+            return flag
+        try:
+            return cast(_first(env, names, default))
+        except ValueError:
+            raise ValueError(f"environment variable {names[0]} has a bad value: {_first(env, names, default)!r}") from None
+
+    api_type = pick(args.api_type, ("API_TYPE",), "BOTH", str.upper)
+    if api_type not in API_TYPES:
+        api_type = "BOTH"  # s2i templates carry legacy values like FBS; Seldon ignores API_TYPE too
+    grpc_port = pick(args.grpc_port, ("PREDICTIVE_UNIT_GRPC_SERVICE_PORT",), 5000, int)
+    if args.grpc_workers == 0 or (args.grpc_workers is None and env.get("GRPC_WORKERS") == "0"):
+        grpc_port = 0
+    labels = env.get("PREDICTOR_LABELS", "")
+    predictor_version = ""
+    if labels:
+        try:
+            import json
+
+            predictor_version = str(json.loads(labels).get("version", ""))
+        except (ValueError, AttributeError):
+            predictor_version = ""
+    batch_size = pick(args.max_batch_size, ("MAX_BATCH_SIZE",), 0, int)
+    workers = pick(args.workers, ("FASTSELDON_WORKERS", "GUNICORN_WORKERS"), 1, int)
+    settings = Settings(
+        interface_name=interface,
+        service_type=pick(args.service_type, ("SERVICE_TYPE",), "MODEL", str.upper),
+        model_name=args.model_name or interface.rsplit(".", 1)[-1],
+        parameters=parameters,
+        host=args.host or env.get("FASTSELDON_HOST", "0.0.0.0"),
+        http_port=pick(args.http_port, ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT",), 9000, int),
+        grpc_port=grpc_port,
+        metrics_port=pick(args.metrics_port, ("PREDICTIVE_UNIT_METRICS_SERVICE_PORT",), 6000, int),
+        metrics_path=env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", "/metrics"),
+        api_type=api_type,
+        workers=max(1, workers),
+        grpc_threads=max(1, pick(args.grpc_threads, ("GRPC_THREADS",), 4, int)),
+        log_level=pick(args.log_level, ("SELDON_LOG_LEVEL",), "INFO", str.upper),
+        access_log=args.access_log if args.access_log is not None else _env_bool(env, "GUNICORN_ACCESS_LOG", False),
+        persistence=args.persistence or 0,
+        max_body_bytes=pick(args.max_body_bytes, ("FASTSELDON_MAX_BODY_BYTES",), 100 * 1024 * 1024, int),
+        keepalive_timeout=pick(args.keepalive, ("FASTSELDON_KEEPALIVE",), 75.0, float),
+        graceful_timeout=pick(args.graceful_timeout, ("FASTSELDON_GRACEFUL_TIMEOUT",), 20.0, float),
+        max_batch_size=batch_size,
+        max_batch_time_ms=pick(args.max_batch_time_ms, ("MAX_BATCH_TIME_MS",), 5.0 if batch_size > 1 else 0.0, float),
+        payload_passthrough=_env_bool(env, "PAYLOAD_PASSTHROUGH", False),
+        include_metrics_in_response=env.get("INCLUDE_METRICS_IN_CLIENT_RESPONSE", "true").lower() == "true",
+        predictive_unit_id=env.get("PREDICTIVE_UNIT_ID", ""),
+        predictive_unit_image=env.get("PREDICTIVE_UNIT_IMAGE", ""),
+        deployment_name=env.get("SELDON_DEPLOYMENT_ID", ""),
+        predictor_name=env.get("PREDICTOR_ID", ""),
+        predictor_version=predictor_version,
+        model_metadata=env.get("MODEL_METADATA", ""),
+    )
+    if settings.service_type not in SERVICE_TYPES:
+        raise ValueError(f"unknown service type {settings.service_type!r}; valid are {', '.join(SERVICE_TYPES)}")
+    if settings.log_level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {settings.log_level!r}")
+    return settings

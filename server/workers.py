@@ -1,0 +1,307 @@
+"""Process model: a supervisor that forks N workers sharing the HTTP and gRPC ports.
+
+The supervisor binds the HTTP socket once (workers inherit it) and never creates gRPC
+objects: forking after gRPC exists is unsafe (grpc/grpc#16001), so each worker builds its
+own gRPC server on an SO_REUSEPORT port after the fork. The supervisor restarts a worker
+that dies, serves the merged Prometheus metrics, and on SIGTERM/SIGINT asks every worker
+to drain, waits (bounded), and exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from fastseldon import metrics as metrics_mod
+from fastseldon.settings import Settings
+
+log = logging.getLogger("fastseldon")
+
+EXIT_STARTUP_FAILED = 3
+
+
+class StartupError(Exception):
+    """A worker could not start (bad model, port in use...): the message is one line for the user."""
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _worker_main(settings: Settings, http_sock: socket.socket | None, ready_fd: int) -> int:
+    """Body of a forked worker; returns its exit status."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_worker(settings, http_sock, ready_fd))
+    finally:
+        loop.close()
+
+
+def _report(fd: int, message: bytes) -> None:
+    try:
+        os.write(fd, message)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+async def _worker(settings: Settings, http_sock: socket.socket | None, ready_fd: int) -> int:
+    from fastseldon import http
+    from fastseldon.app import App
+    from fastseldon.user_model import ModelLoadError, UserModel, call_load, construct, parse_parameters
+
+    loop = asyncio.get_running_loop()
+    try:
+        obj = construct(settings.interface_name, parse_parameters(settings.parameters))
+        await call_load(obj)
+        app = App(settings, UserModel.from_object(obj), loop)
+        if settings.batching:
+            from fastseldon.batching import attach_batcher
+
+            attach_batcher(app)
+        extensions = _load_extensions(app)
+        http_server = state = None
+        if http_sock is not None:
+            http_server, state = await http.serve(app.router, http_sock, max_body=settings.max_body_bytes,
+                                                  keepalive_timeout=settings.keepalive_timeout, access=settings.access_log)
+        grpc_server = None
+        if settings.grpc_enabled:
+            from fastseldon import grpc as grpc_front
+
+            grpc_server = grpc_front.start(settings, app.grpc_methods)
+    except (ModelLoadError, OSError, ValueError) as exc:
+        _report(ready_fd, b"E" + str(exc).encode("utf-8", "replace"))
+        return EXIT_STARTUP_FAILED
+    except Exception as exc:  # noqa: BLE001 - anything else in user code at start-up
+        _report(ready_fd, b"E" + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
+        return EXIT_STARTUP_FAILED
+    _report(ready_fd, b"R")
+    del extensions
+
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    parent = os.getppid()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            if os.getppid() != parent:  # the supervisor was killed: don't linger as an orphan
+                break
+    grace = settings.graceful_timeout
+    grpc_done = grpc_server.stop(grace) if grpc_server is not None else None
+    if http_server is not None and state is not None:
+        await http.drain(http_server, state, grace)
+    if grpc_done is not None:
+        await loop.run_in_executor(None, grpc_done.wait, grace + 1)
+    app.executor.shutdown(wait=False, cancel_futures=True)
+    return 0
+
+
+def _load_extensions(app: Any) -> list[Any]:
+    """Protocol modules that add routes to the app (V2 when present)."""
+    loaded = []
+    try:
+        from fastseldon import v2_protocol
+    except ImportError:
+        return loaded
+    register = getattr(v2_protocol, "register", None)
+    if register is not None:
+        loaded.append(register(app))
+    return loaded
+
+
+# --------------------------------------------------------------------------- supervisor side
+
+
+def bind_http(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((settings.host, settings.http_port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot bind HTTP port {settings.host}:{settings.http_port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _check_grpc_port(settings: Settings) -> None:
+    """Fail fast, in the supervisor, when something else already holds the gRPC port."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as exc:
+            raise StartupError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}: {exc.strerror}") from None
+
+
+class Supervisor:
+    """Forks, watches and restarts workers; turns SIGTERM into a bounded, clean drain."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.workers: dict[int, int] = {}  # pid -> slot
+        self.http_sock: socket.socket | None = None
+        self.stopping = False
+        self.metrics_dir = ""
+
+    def _spawn(self, slot: int) -> tuple[int, int]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # worker
+            os.close(read_fd)
+            code = 1
+            try:
+                code = _worker_main(self.settings, self.http_sock, write_fd)
+            except BaseException:  # noqa: BLE001
+                logging.getLogger("fastseldon").exception("worker crashed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(write_fd)
+        self.workers[pid] = slot
+        return pid, read_fd
+
+    def _await_ready(self, pid: int, fd: int, timeout: float = 600.0) -> None:
+        """Block until a new worker says it is serving, or raise its start-up error."""
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            import select
+
+            readable, _, _ = select.select([fd], [], [], 0.5)
+            if readable:
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                chunks.append(data)
+            elif os.waitpid(pid, os.WNOHANG)[0] == pid:
+                self.workers.pop(pid, None)
+                break
+        os.close(fd)
+        message = b"".join(chunks)
+        if message.startswith(b"R"):
+            return
+        if message.startswith(b"E"):
+            raise StartupError(message[1:].decode("utf-8", "replace"))
+        raise StartupError("worker exited during start-up (see the log above)")
+
+    def run(self) -> int:
+        s = self.settings
+        self.metrics_dir = metrics_mod.prepare_multiprocess_dir()
+        try:
+            if s.http_enabled:
+                self.http_sock = bind_http(s)
+            if s.grpc_enabled:
+                _check_grpc_port(s)
+            metrics_server = metrics_mod.start_metrics_server(s) if s.metrics_port > 0 else None
+        except OSError as exc:
+            raise StartupError(f"cannot bind metrics port {s.host}:{s.metrics_port}: {exc.strerror}") from None
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        try:
+            for slot in range(s.workers):
+                pid, fd = self._spawn(slot)
+                try:
+                    self._await_ready(pid, fd)
+                except StartupError:
+                    self._terminate_all(5.0)
+                    raise
+            log.info(
+                "fastseldon serving %s (%s) with %d worker(s): http=%s grpc=%s metrics=%s",
+                s.model_name, s.service_type, s.workers,
+                s.http_port if s.http_enabled else "off", s.grpc_port if s.grpc_enabled else "off",
+                s.metrics_port if s.metrics_port > 0 else "off",
+            )
+            self._watch()
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            metrics_mod.remove_multiprocess_dir(self.metrics_dir) if "fastseldon-metrics-" in self.metrics_dir else None
+        return 0
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True  # only a flag: the watch loop does the work
+
+    def _watch(self) -> None:
+        failures: list[float] = []
+        while not self.stopping:
+            time.sleep(0.05)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    pid = 0
+                if pid == 0:
+                    break
+                slot = self.workers.pop(pid, None)
+                if slot is None or self.stopping:
+                    continue
+                metrics_mod.mark_worker_dead(pid)
+                log.warning("worker %d exited (%s); starting a new one", pid, _describe(status))
+                now = time.monotonic()
+                failures = [t for t in failures if now - t < 30] + [now]
+                if len(failures) > 10:
+                    log.error("workers keep dying; giving up")
+                    self.stopping = True
+                    break
+                new_pid, fd = self._spawn(slot)
+                try:
+                    self._await_ready(new_pid, fd)
+                except StartupError as exc:
+                    log.error("replacement worker failed to start: %s", exc)
+        self._terminate_all(self.settings.graceful_timeout + 5.0)
+
+    def _terminate_all(self, timeout: float) -> None:
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                self.workers.pop(pid, None)
+        deadline = time.monotonic() + timeout
+        while self.workers and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self.workers.pop(pid, None)
+            else:
+                time.sleep(0.02)
+        for pid in list(self.workers):
+            log.warning("worker %d did not stop in time; killing it", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.workers.clear()
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT; the process's exit status."""
+    try:
+        return Supervisor(settings).run()
+    except StartupError as exc:
+        print(f"fastseldon: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
