@@ -271,6 +271,8 @@ class OnnxModel:
         self._session_pid: int | None = None
         self._inherited: list[Any] = []
         self._inputs: list[TensorSpec] = []
+        self._input_names: set[str] = set()
+        self._shared_dims = False
         self._outputs: list[TensorSpec] = []
         self._output_names: list[str] = []
         self._provider = ""
@@ -332,6 +334,9 @@ class OnnxModel:
         self._session = session
         self._session_pid = os.getpid()
         self._inputs, self._outputs = inputs, selected
+        self._input_names = {i.name for i in inputs}
+        named = [d for i in inputs if i.shape for d in i.shape if isinstance(d, str) and d]
+        self._shared_dims = len(named) != len(set(named))
         self._output_names = [o.name for o in selected]
         self._model_meta = model_meta
         want_binding = self._io_binding_mode == "on" or (self._io_binding_mode == "auto" and self._provider == _CUDA)
@@ -372,9 +377,9 @@ class OnnxModel:
         """Run the model on named inputs; returns {output_name: np.ndarray (or ORT object)}."""
         self._ready()
         specs = self._inputs
-        missing = [s.name for s in specs if s.name not in inputs]
-        extra = [k for k in inputs if k not in {s.name for s in specs}]
-        if missing or extra:
+        if inputs.keys() != self._input_names:
+            missing = [s.name for s in specs if s.name not in inputs]
+            extra = [k for k in inputs if k not in self._input_names]
             parts = []
             if missing:
                 parts.append(f"missing input(s) {missing}")
@@ -382,7 +387,8 @@ class OnnxModel:
                 parts.append(f"unknown input(s) {extra}")
             raise BadRequest(f"{'; '.join(parts)}; the model's inputs are {[s.name for s in specs]}")
         feeds = {s.name: coerce_input(s, inputs[s.name]) for s in specs}
-        _check_symbolic_dims(specs, feeds)
+        if self._shared_dims:
+            _check_symbolic_dims(specs, feeds)
         try:
             if self._use_io_binding:
                 values = self._run_bound(feeds)
