@@ -286,12 +286,6 @@ def reply_to_json(reply: Reply) -> bytes:
     return codec.dumps(reply_to_json_obj(reply))
 
 
-def _list_value(arr: np.ndarray) -> Any:
-    lv = pb.DefaultData().ndarray
-    lv.extend(arr.tolist() if arr.ndim else [arr.item()])
-    return lv
-
-
 def reply_to_proto(reply: Reply) -> Any:
     """Reply -> SeldonMessage proto (gRPC, and REST feedback which Seldon renders via protobuf)."""
     if reply.raw:
@@ -300,6 +294,7 @@ def reply_to_proto(reply: Reply) -> Any:
             return _parse_json_into(pb.SeldonMessage(), payload, "raw hook reply")
         return payload
     msg = pb.SeldonMessage()
+    msg.meta.SetInParent()  # Seldon always sends meta, even empty
     if reply.meta:
         _parse_json_into(msg.meta, reply.meta, "meta")
     payload = reply.payload
@@ -308,11 +303,13 @@ def reply_to_proto(reply: Reply) -> Any:
         kind = _data_kind(reply.kind, arr)
         msg.data.names.extend(_names_for(arr, reply.names))
         if kind == "tensor":
+            msg.data.tensor.SetInParent()
             msg.data.tensor.shape.extend(arr.shape)
             msg.data.tensor.values.extend(np.asarray(arr, dtype=np.float64).ravel().tolist())
         elif kind == "tftensor":
             msg.data.tftensor.CopyFrom(array_to_tftensor(arr))
         else:
+            msg.data.ndarray.SetInParent()
             try:
                 msg.data.ndarray.extend(arr.tolist() if arr.ndim else [arr.item()])
             except (TypeError, ValueError) as exc:

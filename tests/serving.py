@@ -1,0 +1,109 @@
+"""Start the real server as a subprocess on free ports, for tests.
+
+Every server test goes through ``running()``: it launches ``python -m fastseldon serve``,
+waits until the fronts answer, and stops it with SIGTERM (checking the exit status).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+MODELS = HERE / "models"
+EXAMPLES = HERE.parent / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+    stopped: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        self.stopped = True
+        return code
+
+
+def wait_ready(server: Server, timeout: float = 60, grpc_only: bool = False) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.output()}")
+        try:
+            if grpc_only:
+                with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=0.5):
+                    return
+            elif requests.get(server.url + "/health/ping", timeout=0.5).status_code == 200:
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server did not become ready in {timeout}s:\n{server.output()}")
+
+
+@contextmanager
+def running(args: list[str], cwd: Path = MODELS, env: dict[str, str] | None = None, log_dir: Path | None = None,
+            grpc_only: bool = False, expect_exit: int | None = 0) -> Iterator[Server]:
+    """``fastseldon serve ARGS`` in ``cwd``; yields once ready, stops on exit."""
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
+    log_path = log_dir / f"fastseldon-test-{http_port}.log"
+    cmd = [sys.executable, "-m", "fastseldon", "serve", *args, "--http-port", str(http_port),
+           "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
+    with open(log_path, "wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+    server = Server(proc, http_port, grpc_port, metrics_port, log_path)
+    try:
+        wait_ready(server, grpc_only=grpc_only)
+        yield server
+    finally:
+        if not server.stopped:
+            code = server.stop()
+            if expect_exit is not None:
+                assert code == expect_exit, f"server exit status {code}:\n{server.output()}"
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # no stray workers, whatever happened
+        except ProcessLookupError:
+            pass
