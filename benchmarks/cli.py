@@ -1,0 +1,131 @@
+"""`python -m benchmarks run|report|list`: the harness's command line.
+
+    python -m benchmarks run [--scenario NAME ...] [--duration S] [--concurrency 1,16,64]
+                             [--servers fastseldon,seldon-core,mlserver,ceiling] [--out DIR]
+    python -m benchmarks run --smoke      # a few seconds: fastseldon and the ceilings only
+    python -m benchmarks report DIR       # re-render report.md and the plots from DIR/results.json
+    python -m benchmarks list             # scenarios, servers and targets
+
+Exit status of `run`: 0 when the run is clean, 3 when any answer check failed or any request
+errored (the report says which), 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from benchmarks import plots, report, runner, scenarios, servers
+from benchmarks.machine import describe
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="fastseldon benchmark harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start servers, verify, load them, write results, report and plots")
+    run.add_argument("--scenario", nargs="+", metavar="NAME", help="scenario names or prefixes; 'all' adds the cost model")
+    run.add_argument("--servers", type=_names, help="comma list; 'ceiling' = all three ceilings "
+                     "(default fastseldon,seldon-core,mlserver,ceiling; smoke: fastseldon,ceiling)")
+    run.add_argument("--duration", type=int, help="seconds per measured run (default 5; smoke 1)")
+    run.add_argument("--concurrency", type=_ints, help="comma list of connections in flight (default 1,16,64)")
+    run.add_argument("--repeats", type=int, help="runs per point, median reported (default 3; smoke 1)")
+    run.add_argument("--warmup", type=int, help="warm-up seconds before each server's first run at a concurrency")
+    run.add_argument("--workers", type=int, default=1, help="server worker processes, the same for every server")
+    run.add_argument("--server-cpus", type=_ints, help="cores for the servers (default: the first core)")
+    run.add_argument("--client-cpus", type=_ints, help="cores for the load generators (default: the others)")
+    run.add_argument("--open-loop", type=_floats, help="open-loop rates as fractions of the slowest server's "
+                     "peak, e.g. 0.5,0.9; empty string: none (default 0.5)")
+    run.add_argument("--open-loop-duration", type=float, help="seconds per open-loop run (default: --duration)")
+    run.add_argument("--h2-streams", type=int, default=1, help="gRPC streams per HTTP/2 connection in h2load")
+    run.add_argument("--smoke", action="store_true", help="a few seconds end to end: fastseldon and the ceilings")
+    run.add_argument("--out", type=Path, default=Path("bench-out"), help="output directory (default bench-out)")
+    rep = sub.add_parser("report", help="re-render report.md and plots from an existing results.json")
+    rep.add_argument("dir", type=Path)
+    sub.add_parser("list", help="print the scenarios, servers and targets")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> runner.RunConfig:
+    smoke = args.smoke
+    names = args.servers or (["fastseldon", "ceiling"] if smoke else ["fastseldon", "seldon-core", "mlserver", "ceiling"])
+    server_cpus, client_cpus = runner.default_cpus(args.workers)
+    duration = args.duration or (1 if smoke else 5)
+    return runner.RunConfig(
+        scenarios=scenarios.select(args.scenario, smoke=smoke),
+        servers=servers.expand(names),
+        concurrency=args.concurrency or ([1, 16] if smoke else [1, 16, 64]),
+        duration_s=duration,
+        warmup_s=args.warmup if args.warmup is not None else 1,
+        repeats=args.repeats or (1 if smoke else 3),
+        workers=args.workers,
+        server_cpus=set(args.server_cpus) if args.server_cpus else server_cpus,
+        client_cpus=set(args.client_cpus) if args.client_cpus else client_cpus,
+        open_loop=args.open_loop if args.open_loop is not None else [0.5],
+        open_loop_duration_s=args.open_loop_duration or float(duration),
+        h2_streams=args.h2_streams,
+        out=args.out,
+    )
+
+
+def write_outputs(results: dict, out: Path, command: str) -> list[Path]:
+    """results.json, report.md and the PNG plots into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    results["command"] = command
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "report.md").write_text(report.render(results, command))
+    return [out / "results.json", out / "report.md", *plots.write_all(results, out)]
+
+
+def _print_summary(results: dict) -> None:
+    print(describe(results["machine"]))
+    for r in results["ratios"]:
+        if r["minimum"] is None:
+            continue
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        print(f"  {r['label']:<38} fastseldon {report._rps(r['fastseldon_rps']):>9} req/s  "
+              f"{r['baseline']:<14} {report._rps(r['baseline_rps']):>9} req/s  ratio {ratio:>6} "
+              f"(target {r['minimum']:g})  {r['status']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for s in scenarios.SCENARIOS:
+            speakers = [n for n, spec in servers.SERVERS.items() if spec.serves(s)]
+            print(f"{s.name:<36} {s.api:<12} {s.encoding:<8} {s.size_label:<8} {s.dtype:<8} {', '.join(speakers)}")
+        print()
+        for t in scenarios.TARGETS:
+            print(f"target: {t.label:<38} {t.scenario} / {t.baseline} on {t.against} >= {t.minimum:g}")
+        return 0
+    if args.command == "report":
+        results = json.loads((args.dir / "results.json").read_text())
+        runner.summarize(results)
+        for path in write_outputs(results, args.dir, results.get("command", "")):
+            print(path)
+        return 0
+    config = _config(args)
+    command = "python -m benchmarks " + shlex.join(argv)
+    results = runner.run(config)
+    for path in write_outputs(results, config.out, command):
+        print(f"wrote {path}")
+    _print_summary(results)
+    issues = report.problems(results)
+    if issues:
+        print(f"run WITH ERRORS ({len(issues)}):", *issues[:20], sep="\n  ")
+        return 3
+    return 0

@@ -1,0 +1,154 @@
+"""The markdown report: targets, ratios, throughput and latency tables, from results.json."""
+from __future__ import annotations
+
+from benchmarks.machine import describe
+from benchmarks.scenarios import BY_NAME
+
+ORDER = ["fastseldon", "seldon-core", "mlserver", "ceiling-http", "grpc-echo-threaded", "grpc-echo-aio"]
+
+
+def _rps(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def _ms(us: float | None) -> str:
+    return "–" if us is None else f"{us / 1000:.2f}"
+
+
+def _ratio(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.0%}" if x < 1 else f"{x:.1f}×"
+
+
+def _order(name: str) -> int:
+    return ORDER.index(name) if name in ORDER else len(ORDER)
+
+
+def problems(results: dict) -> list[str]:
+    """Everything that makes the run not clean: failed checks, errors, non-2xx, dead servers."""
+    out = [f"{v['server']} on {v['scenario']}: {(v['problem'] or '')[:200]}"
+           for v in results["verification"] if not v["ok"]]
+    for r in results["runs"]:
+        if r["errors"]:
+            out.append(f"{r['server']} on {r['scenario']} c={r['concurrency']} rep {r['repeat'] + 1}: {r['errors']}")
+    for o in results["open_loop"]:
+        if o["errors"]:
+            out.append(f"{o['server']} on {o['scenario']} open loop: {o['errors']}")
+    return out
+
+
+def render(results: dict, command: str) -> str:
+    cfg = results["config"]
+    lines = ["# fastseldon benchmark", ""]
+    lines += [f"Command: `{command}`", "",
+              f"Machine: {describe(results['machine'])} Load average at the end {results['machine'].get('loadavg_end')}.",
+              "",
+              f"Method: closed loop with wrk (HTTP/1.1 keep-alive, 1 thread) and h2load (gRPC, "
+              f"{cfg['h2load_streams_per_connection']} stream(s) per connection), concurrency {cfg['concurrency']} "
+              f"connections; {cfg['workers']} server worker(s) each; {cfg['warmup_s']} s warm-up, then "
+              f"{cfg['repeats']} × {cfg['duration_s']} s runs interleaved across servers; figures are the median "
+              f"run. A server's *peak* is its best median over the concurrency levels; ratios compare peaks. "
+              f"Every scenario's answer was checked with a real client (requests / grpcio) before loading it.",
+              ""]
+    issues = problems(results)
+    if issues:
+        lines += [f"**Run status: WITH ERRORS ({len(issues)})** — see *Errors and failed checks* below.", ""]
+    else:
+        lines += ["Run status: clean (no failed answer checks, no transport errors, no non-2xx answers).", ""]
+    lines += _targets(results) + _per_scenario(results) + _open_loop(results) + _errors(issues) + _plots()
+    return "\n".join(lines) + "\n"
+
+
+def _targets(results: dict) -> list[str]:
+    rows = [r for r in results["ratios"] if r["minimum"] is not None]
+    if not rows:
+        return []
+    out = ["## Targets (issue 5)", "",
+           "| target | fastseldon scenario | fastseldon req/s | baseline (scenario) | baseline req/s | ratio | target | status |",
+           "|---|---|---:|---|---:|---:|---:|---|"]
+    for r in rows:
+        base = r["baseline"] + ("" if r["baseline_scenario"] == r["scenario"] else f" ({r['baseline_scenario']})")
+        out.append(f"| {r['label']} | {r['scenario']} | {_rps(r['fastseldon_rps'])} | {base} | "
+                   f"{_rps(r['baseline_rps'])} | {_ratio(r['ratio'])} | {_ratio(r['minimum'])} | {r['status']} |")
+    return out + [""]
+
+
+def _per_scenario(results: dict) -> list[str]:
+    out = ["## Scenarios", ""]
+    concs = results["config"]["concurrency"]
+    by_scenario: dict[str, list[dict]] = {}
+    for row in results["summary"]:
+        by_scenario.setdefault(row["scenario"], []).append(row)
+    for name in results["config"]["scenarios"]:
+        rows = by_scenario.get(name)
+        sc = BY_NAME.get(name)
+        if not rows:
+            continue
+        out += [f"### {name}", ""]
+        if sc is not None:
+            model = "identity" if sc.model == "identity" else f"{sc.model} model ({sc.cost_us} µs per call)"
+            out += [f"{sc.api}, {sc.encoding}, {sc.size_label} {sc.dtype}, {model}.", ""]
+        head = "| server | " + " | ".join(f"c={c} req/s" for c in concs) + f" | p50 ms @c={concs[-1]} | p99 ms @c={concs[-1]} | errors |"
+        out += [head, "|---|" + "---:|" * (len(concs) + 3)]
+        servers = sorted({r["server"] for r in rows}, key=_order)
+        peaks = results["peaks"].get(name, {})
+        for server in servers:
+            cells = {r["concurrency"]: r for r in rows if r["server"] == server}
+            vals = []
+            for c in concs:
+                r = cells.get(c)
+                text = _rps(r["median_rps"]) if r else "–"
+                if r and peaks.get(server, {}).get("concurrency") == c:
+                    text = f"**{text}**"
+                vals.append(text)
+            last = cells.get(concs[-1])
+            lat = last["latency_us"] if last else {}
+            errs = sum(r["errors"] for r in cells.values())
+            out.append(f"| {server} | " + " | ".join(vals) +
+                       f" | {_ms(lat.get('p50'))} | {_ms(lat.get('p99'))} | {errs or ''} |")
+        ratios = [r for r in results["ratios"] if r["scenario"] == name and r["ratio"] is not None]
+        if ratios:
+            out += ["", "fastseldon's peak against: " + "; ".join(
+                f"{r['baseline']}{'' if r['baseline_scenario'] == name else ' on ' + r['baseline_scenario']} "
+                f"**{_ratio(r['ratio'])}**" + (f" (target ≥ {_ratio(r['minimum'])}: {r['status']})"
+                                                 if r["minimum"] is not None else "")
+                for r in ratios)]
+        out.append("")
+    return out
+
+
+def _open_loop(results: dict) -> list[str]:
+    if not results["open_loop"]:
+        return []
+    out = ["## Open loop: latency at a fixed offered rate", "",
+           "Every server of a scenario gets the same rate (a fraction of the slowest one's peak); latency is "
+           "measured from each request's scheduled send time, so queueing is counted (no coordinated omission).",
+           "",
+           "| scenario | server | rate req/s | achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | note |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for o in results["open_loop"]:
+        lat = o["latency_us"]
+        note = []
+        if o["errors"]:
+            note.append(f"errors {o['errors']}")
+        if o["generator_limited"]:
+            note.append("generator-limited")
+        out.append(f"| {o['scenario']} | {o['server']} | {o['target_rps']:,.0f} | {o['achieved_rps']:,.0f} | "
+                   f"{_ms(lat.get('p50'))} | {_ms(lat.get('p90'))} | {_ms(lat.get('p99'))} | {_ms(lat.get('p99.9'))} | "
+                   f"{_ms(lat.get('max'))} | {', '.join(note)} |")
+    return out + [""]
+
+
+def _errors(issues: list[str]) -> list[str]:
+    if not issues:
+        return []
+    return ["## Errors and failed checks", ""] + [f"- {i}" for i in issues] + [""]
+
+
+def _plots() -> list[str]:
+    return ["## Plots", "",
+            "![throughput vs concurrency](throughput.png)", "",
+            "![latency percentiles at the highest concurrency](latency.png)", "",
+            "![latency CDF, open loop](latency-cdf.png)", "",
+            "![ratio to target](targets.png)", ""]

@@ -1,0 +1,310 @@
+"""Run a benchmark: start the servers, verify, warm up, measure (interleaved repeats), stop.
+
+Repeats are interleaved across servers (rep 1 of every server, then rep 2, ...), so a burst
+of background load on a shared box lands on all of them rather than on one; the median of the
+repeats is what the report shows.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import loadgen, openloop, servers
+from benchmarks.machine import machine_info
+from benchmarks.payloads import grpc_request, http_request
+from benchmarks.scenarios import TARGETS, Scenario
+from benchmarks.verify import verify_until_ready
+
+
+@dataclass
+class RunConfig:
+    scenarios: list[Scenario]
+    servers: list[str]
+    concurrency: list[int]
+    duration_s: int = 5
+    warmup_s: int = 1
+    repeats: int = 3
+    workers: int = 1
+    server_cpus: set[int] = field(default_factory=set)
+    client_cpus: set[int] = field(default_factory=set)
+    open_loop: list[float] = field(default_factory=lambda: [0.5])  # fractions of the slowest server's peak
+    open_loop_duration_s: float = 5.0
+    open_loop_max_rps: float = 5000.0  # past this a Python generator on one core is the bottleneck
+    h2_streams: int = 1  # gRPC streams per HTTP/2 connection in h2load
+    out: Path = Path("bench-out")
+
+    def to_json(self) -> dict:
+        return {
+            "scenarios": [s.name for s in self.scenarios],
+            "servers": self.servers,
+            "concurrency": self.concurrency,
+            "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
+            "repeats": self.repeats,
+            "workers": self.workers,
+            "server_cpus": sorted(self.server_cpus),
+            "client_cpus": sorted(self.client_cpus),
+            "open_loop_fractions": self.open_loop,
+            "open_loop_duration_s": self.open_loop_duration_s,
+            "open_loop_max_rps": self.open_loop_max_rps,
+            "h2load_streams_per_connection": self.h2_streams,
+        }
+
+
+def default_cpus(workers: int) -> tuple[set[int], set[int]]:
+    """Server on the first `workers` usable cores, load generators on the rest (both share one if only one)."""
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return set(cores), set(cores)
+    n = min(workers, len(cores) - 1)
+    return set(cores[:n]), set(cores[n:])
+
+
+class Progress:
+    """One line per finished step, with a count and an estimate of the time left."""
+
+    def __init__(self, total: int, stream=sys.stderr) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.started = time.monotonic()
+        self.stream = stream
+
+    def note(self, text: str) -> None:
+        print(f"  {text}", file=self.stream, flush=True)
+
+    def step(self, label: str, outcome: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        print(f"[{self.done:>4}/{self.total}] {100 * self.done / self.total:5.1f}%  {label:<70} {outcome}"
+              f"   (elapsed {_clock(elapsed)}, left ~{_clock(eta)})", file=self.stream, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
+
+
+def _plan(config: RunConfig) -> list[tuple[Scenario, list[str]]]:
+    plan = []
+    for sc in config.scenarios:
+        names = [n for n in config.servers if servers.SERVERS[n].serves(sc)]
+        if names:
+            plan.append((sc, names))
+    return plan
+
+
+def run(config: RunConfig) -> dict:
+    """Run everything the config asks for and return the results document (results.json)."""
+    loadgen.require_tools()
+    results: dict = {
+        "machine": machine_info(config.server_cpus, config.client_cpus),
+        "config": config.to_json(),
+        "servers": {},
+        "verification": [],
+        "runs": [],
+        "open_loop": [],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    plan = _plan(config)
+    steps = sum(len(names) * (len(config.concurrency) * config.repeats + len(config.open_loop)) for _, names in plan)
+    progress = Progress(steps)
+    groups: dict[tuple[str, int], list[tuple[Scenario, list[str]]]] = {}
+    for sc, names in plan:
+        groups.setdefault((sc.model, sc.cost_us), []).append((sc, names))
+    for (model, cost_us), items in groups.items():
+        wanted = [n for n in config.servers if any(n in names for _, names in items)]
+        running = _start_all(wanted, model, cost_us, config, results, progress)
+        try:
+            for sc, names in items:
+                _run_scenario(sc, [running[n] for n in names if n in running], config, results, progress,
+                              failed=[n for n in names if n not in running])
+        finally:
+            for srv in running.values():
+                srv.stop()
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results["machine"]["loadavg_end"] = machine_info(set(), set())["loadavg"]
+    summarize(results)
+    return results
+
+
+def _start_all(names: list[str], model: str, cost_us: int, config: RunConfig, results: dict,
+               progress: Progress) -> dict[str, servers.RunningServer]:
+    running: dict[str, servers.RunningServer] = {}
+    for name in names:
+        spec = servers.SERVERS[name]
+        key = name if model == "identity" else f"{name} ({model} {cost_us} us)"
+        try:
+            srv = servers.start(spec, model=model, cost_us=cost_us, workers=config.workers,
+                                cpus=config.server_cpus, log_dir=config.out / "logs")
+        except (OSError, ValueError) as exc:
+            results["servers"][key] = {"started": False, "problem": str(exc)}
+            progress.note(f"{name}: not started: {exc}")
+            continue
+        problem = servers.wait_listening(srv)
+        results["servers"][key] = {"started": problem is None, "problem": problem, "command": srv.command,
+                                   "notes": srv.notes, "log": str(srv.log_path)}
+        if problem:
+            progress.note(f"{name}: not serving: {problem[-300:]}")
+            srv.stop()
+            continue
+        running[name] = srv
+    return running
+
+
+def _run_scenario(sc: Scenario, active: list[servers.RunningServer], config: RunConfig, results: dict,
+                  progress: Progress, failed: list[str]) -> None:
+    for name in failed:
+        results["verification"].append({"server": name, "scenario": sc.name, "ok": False, "problem": "server did not start"})
+        progress.total -= len(config.concurrency) * config.repeats + len(config.open_loop)
+    verified = []
+    for srv in active:
+        problem = verify_until_ready(srv, sc)
+        results["verification"].append({"server": srv.spec.name, "scenario": sc.name, "ok": problem is None,
+                                        "problem": problem})
+        if problem is None:
+            verified.append(srv)
+        else:
+            progress.note(f"{srv.spec.name} {sc.name}: answer check failed, not loaded: {problem[:300]}")
+            progress.total -= len(config.concurrency) * config.repeats + len(config.open_loop)
+    for conc in config.concurrency:
+        for rep in range(config.repeats):
+            for srv in verified:
+                if not srv.alive():
+                    continue
+                if rep == 0 and config.warmup_s:
+                    _measure(srv, sc, conc, config.warmup_s, config)
+                m = _measure(srv, sc, conc, config.duration_s, config)
+                results["runs"].append({"server": srv.spec.name, "scenario": sc.name, "repeat": rep, **m.to_json()})
+                outcome = f"{m.rps:>10,.0f} req/s  p99 {m.latency_us.get('p99', 0) / 1000:7.2f} ms"
+                if m.error_count:
+                    outcome += f"  ERRORS {m.errors}"
+                progress.step(f"{sc.name} c={conc} rep {rep + 1}/{config.repeats} {srv.spec.name}", outcome)
+    for srv in verified:
+        if not srv.alive():
+            results["verification"].append({"server": srv.spec.name, "scenario": sc.name, "ok": False,
+                                            "problem": f"server died during the run: {srv.log_tail(500)}"})
+    _open_loop(sc, [s for s in verified if s.alive()], config, results, progress)
+
+
+def _measure(srv: servers.RunningServer, sc: Scenario, conc: int, duration_s: int, config: RunConfig):
+    if sc.transport == "http":
+        return loadgen.run_wrk(srv.http_port, http_request(sc), concurrency=conc, duration_s=duration_s,
+                               cpus=config.client_cpus)
+    return loadgen.run_h2load(srv.grpc_port, grpc_request(sc), concurrency=conc, duration_s=duration_s,
+                              cpus=config.client_cpus, streams_per_connection=config.h2_streams)
+
+
+def _open_loop(sc: Scenario, verified: list[servers.RunningServer], config: RunConfig, results: dict,
+               progress: Progress) -> None:
+    """Every server at the same offered load: a fraction of the slowest server's peak throughput."""
+    if not config.open_loop or not verified:
+        return
+    peaks = [max((r["rps"] for r in results["runs"] if r["server"] == s.spec.name and r["scenario"] == sc.name),
+                 default=0.0) for s in verified]
+    slowest = min(peaks)
+    for fraction in config.open_loop:
+        rate = min(fraction * slowest, config.open_loop_max_rps)
+        for srv in verified:
+            if rate < 1:
+                progress.step(f"{sc.name} open-loop {srv.spec.name}", "skipped: no throughput to base a rate on")
+                continue
+            if sc.transport == "http":
+                req = http_request(sc)
+                res = openloop.run(transport="http", port=srv.http_port, path=req.path, body=req.body,
+                                   headers=req.headers, rate=rate, duration_s=config.open_loop_duration_s,
+                                   connections=max(config.concurrency), processes=len(config.client_cpus),
+                                   cpus=config.client_cpus)
+            else:
+                req = grpc_request(sc)
+                res = openloop.run(transport="grpc", port=srv.grpc_port, path=req.method, body=req.message,
+                                   rate=rate, duration_s=config.open_loop_duration_s,
+                                   connections=max(config.concurrency), processes=len(config.client_cpus),
+                                   cpus=config.client_cpus)
+            results["open_loop"].append({"server": srv.spec.name, "scenario": sc.name, "fraction": fraction,
+                                         **res.to_json()})
+            outcome = f"{res.achieved_rps:>8,.0f}/{rate:,.0f} req/s  p99 {res.latency_us.get('p99', 0) / 1000:7.2f} ms"
+            if res.errors:
+                outcome += f"  ERRORS {res.errors}"
+            if res.generator_limited:
+                outcome += "  (generator-limited)"
+            progress.step(f"{sc.name} open-loop {fraction:g}x {srv.spec.name}", outcome)
+
+
+# --- summary: medians, peaks, ratios ---------------------------------------------------------
+
+
+def summarize(results: dict) -> None:
+    """Add `summary` (median per server/scenario/concurrency), `peaks` and `ratios` to results."""
+    cells: dict[tuple[str, str, int], list[dict]] = {}
+    for r in results["runs"]:
+        cells.setdefault((r["server"], r["scenario"], r["concurrency"]), []).append(r)
+    summary = []
+    for (server, scenario, conc), runs in cells.items():
+        ordered = sorted(runs, key=lambda r: r["rps"])
+        median_run = ordered[(len(ordered) - 1) // 2]
+        summary.append({
+            "server": server, "scenario": scenario, "concurrency": conc,
+            "median_rps": statistics.median(r["rps"] for r in runs),
+            "min_rps": ordered[0]["rps"], "max_rps": ordered[-1]["rps"], "repeats": len(runs),
+            "errors": sum(sum(r["errors"].values()) for r in runs),
+            "latency_us": median_run["latency_us"],
+        })
+    results["summary"] = summary
+    peaks: dict[str, dict[str, dict]] = {}
+    for row in summary:
+        best = peaks.setdefault(row["scenario"], {}).get(row["server"])
+        if best is None or row["median_rps"] > best["rps"]:
+            peaks[row["scenario"]][row["server"]] = {"rps": row["median_rps"], "concurrency": row["concurrency"]}
+    for row in summary:  # a peak is clean only if no run of that server on that scenario had errors
+        peak = peaks[row["scenario"]][row["server"]]
+        peak["errors"] = peak.get("errors", 0) + row["errors"]
+    results["peaks"] = peaks
+    results["ratios"] = ratios(peaks)
+
+
+def _peak(peaks: dict, scenario: str, server: str) -> dict | None:
+    if server == "grpc-echo-best":
+        options = [p for p in (peaks.get(scenario, {}).get(n) for n in ("grpc-echo-threaded", "grpc-echo-aio")) if p]
+        return max(options, key=lambda p: p["rps"]) if options else None
+    return peaks.get(scenario, {}).get(server)
+
+
+def ratios(peaks: dict) -> list[dict]:
+    """fastseldon's peak over every other server's, on each scenario; with the issue's target where one exists."""
+    rows = []
+    targeted = {(t.scenario, t.baseline, t.against): t for t in TARGETS}
+    pairs = []
+    for scenario, by_server in peaks.items():
+        for server in by_server:
+            if server != "fastseldon":
+                pairs.append((scenario, server, scenario))
+        if {"grpc-echo-threaded", "grpc-echo-aio"} & set(by_server):
+            pairs.append((scenario, "grpc-echo-best", scenario))
+    for t in TARGETS:
+        if (t.scenario, t.baseline, t.against) not in pairs:
+            pairs.append((t.scenario, t.baseline, t.against))
+    for scenario, baseline, against in pairs:
+        target = targeted.get((scenario, baseline, against))
+        ours = _peak(peaks, scenario, "fastseldon")
+        theirs = _peak(peaks, against, baseline)
+        row = {"scenario": scenario, "baseline": baseline, "baseline_scenario": against,
+               "label": target.label if target else "", "minimum": target.minimum if target else None,
+               "fastseldon_rps": ours["rps"] if ours else None, "baseline_rps": theirs["rps"] if theirs else None}
+        if not ours or not theirs or not theirs["rps"]:
+            row["ratio"], row["status"] = None, "not measured"
+        else:
+            row["ratio"] = ours["rps"] / theirs["rps"]
+            if ours["errors"] or theirs["errors"]:
+                row["status"] = "errors in run"
+            elif target is None:
+                row["status"] = ""
+            else:
+                row["status"] = "met" if row["ratio"] >= target.minimum else "MISSED"
+        rows.append(row)
+    return rows

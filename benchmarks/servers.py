@@ -1,0 +1,240 @@
+"""The servers under test: how each is started (pinned, in its own process group) and stopped.
+
+Every server gets the same worker count and the same model (models/), and runs on the cores
+given to it; the load generators run on the others.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.scenarios import MODEL_NAME, SELDON_GRPC, SELDON_REST, V2_GRPC, V2_REST, Scenario
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODELS = HERE / "models"
+
+
+def cache_dir() -> Path:
+    """Where setup.sh puts the baselines' virtualenvs."""
+    return Path(os.environ.get("FASTSELDON_BENCH_CACHE", ROOT / ".bench-cache"))
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server the harness can run: what it speaks and what kind of figure it gives."""
+
+    name: str
+    role: str  # product | baseline | ceiling
+    apis: frozenset[str]
+    unsupported: frozenset[str] = frozenset()  # scenario encodings it does not implement
+    echo: bool = False  # answers with the request bytes (ceilings), not a decoded tensor
+
+    def serves(self, scenario: Scenario) -> bool:
+        return scenario.api in self.apis and scenario.encoding not in self.unsupported and (
+            scenario.model == "identity" or self.role != "ceiling"
+        )
+
+
+SERVERS: dict[str, ServerSpec] = {
+    s.name: s
+    for s in (
+        ServerSpec("fastseldon", "product", frozenset({SELDON_REST, SELDON_GRPC, V2_REST, V2_GRPC})),
+        ServerSpec("seldon-core", "baseline", frozenset({SELDON_REST, SELDON_GRPC})),
+        # MLServer 1.7.1's REST front has no binary-data extension (only its batch client does).
+        ServerSpec("mlserver", "baseline", frozenset({V2_REST, V2_GRPC}), unsupported=frozenset({"binary"})),
+        ServerSpec("ceiling-http", "ceiling", frozenset({SELDON_REST, V2_REST}), echo=True),
+        ServerSpec("grpc-echo-threaded", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
+        ServerSpec("grpc-echo-aio", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
+    )
+}
+GROUPS = {"ceiling": ["ceiling-http", "grpc-echo-threaded", "grpc-echo-aio"]}
+
+
+def expand(names: list[str]) -> list[str]:
+    """Server names from --servers, with `ceiling` standing for all three ceilings."""
+    out: list[str] = []
+    for name in names:
+        for one in GROUPS.get(name, [name]):
+            if one not in SERVERS:
+                raise SystemExit(f"unknown server {one!r}; known: {', '.join([*SERVERS, *GROUPS])}")
+            if one not in out:
+                out.append(one)
+    return out
+
+
+@dataclass
+class RunningServer:
+    """A started server: its ports, its process group, and the log it writes."""
+
+    spec: ServerSpec
+    command: list[str]
+    http_port: int
+    grpc_port: int
+    process: subprocess.Popen
+    log_path: Path
+    workdir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the whole process group, SIGKILL what is left after the grace period."""
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(self.process.pid, signal.SIGKILL)  # stragglers (forked workers) too
+        self.process.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set[int], log_dir: Path) -> RunningServer:
+    """Start `spec` pinned to `cpus`; returns once the process runs (readiness is checked by the caller)."""
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    workdir: Path | None = None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    notes: list[str] = []
+    if spec.name == "fastseldon":
+        workdir = _model_dir(model)
+        cmd = [sys.executable, "-m", "fastseldon", "serve", "MyModel", "--http-port", str(http_port),
+               "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--workers", str(workers),
+               "--log-level", "WARNING", "--model-name", MODEL_NAME, *_seldon_parameters(cost_us)]
+    elif spec.name == "seldon-core":
+        workdir = _model_dir(model)
+        exe = _baseline_exe("seldon-core", "seldon-core-microservice")
+        cmd = [str(exe), "MyModel", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+               "--metrics-port", str(metrics_port), "--workers", str(workers), "--grpc-workers", str(workers),
+               "--log-level", "WARNING", *_seldon_parameters(cost_us)]
+        env.pop("PYTHONPATH")  # its own venv; our repo must not shadow anything there
+    elif spec.name == "mlserver":
+        workdir = _mlserver_dir(http_port, grpc_port, metrics_port, workers, cost_us)
+        cmd = [str(_baseline_exe("mlserver", "mlserver")), "start", str(workdir)]
+        env.pop("PYTHONPATH")
+        notes.append("parallel_workers=0 (inference in the server process)" if workers == 1
+                     else f"parallel_workers={workers} (one HTTP/gRPC front, {workers} inference processes)")
+    elif spec.name == "ceiling-http":
+        cmd = [sys.executable, "-m", "benchmarks.ceiling_http", "--port", str(http_port), "--workers", str(workers)]
+    elif spec.name.startswith("grpc-echo-"):
+        flavour = spec.name.rsplit("-", 1)[1]
+        cmd = [sys.executable, "-m", "benchmarks.ceiling_grpc", "--port", str(grpc_port), "--flavour", flavour,
+               "--workers", str(workers)]
+    else:
+        raise ValueError(spec.name)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{spec.name}-{model}.log"
+    log = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir or ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+    finally:
+        log.close()
+    return RunningServer(spec, cmd, http_port, grpc_port, proc, log_path, workdir, notes)
+
+
+def wait_listening(server: RunningServer, timeout_s: float = 90.0) -> str | None:
+    """Wait until the server's ports accept connections; None when up, else why not."""
+    ports = []
+    if server.spec.apis & {SELDON_REST, V2_REST}:
+        ports.append(server.http_port)
+    if server.spec.apis & {SELDON_GRPC, V2_GRPC}:
+        ports.append(server.grpc_port)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not server.alive():
+            return f"exited with code {server.process.returncode}: {server.log_tail()}"
+        if all(_accepts(p) for p in ports):
+            return None
+        time.sleep(0.2)
+    return f"ports {ports} not listening after {timeout_s:.0f} s: {server.log_tail()}"
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _seldon_parameters(cost_us: int) -> list[str]:
+    if not cost_us:
+        return []
+    return ["--parameters", json.dumps([{"name": "cost_us", "value": str(cost_us), "type": "INT"}])]
+
+
+def _model_dir(model: str) -> Path:
+    """A temp dir holding MyModel.py, the directory a Seldon server is started from."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{model}-"))
+    shutil.copy(MODELS / "MyModel.py", workdir / "MyModel.py")
+    return workdir
+
+
+def _mlserver_dir(http_port: int, grpc_port: int, metrics_port: int, workers: int, cost_us: int) -> Path:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-mlserver-"))
+    shutil.copy(MODELS / "mlserver_runtime.py", workdir / "mlserver_runtime.py")
+    settings = {
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "parallel_workers": 0 if workers == 1 else workers,
+        "debug": False,
+        "host": "127.0.0.1",
+    }
+    model = {
+        "name": MODEL_NAME,
+        "implementation": "mlserver_runtime.BenchRuntime",
+        "parameters": {"extra": {"cost_us": cost_us}},
+    }
+    (workdir / "settings.json").write_text(json.dumps(settings))
+    (workdir / "model-settings.json").write_text(json.dumps(model))
+    return workdir
+
+
+def _baseline_exe(venv: str, name: str) -> Path:
+    exe = cache_dir() / venv / "bin" / name
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} is missing: run `bash benchmarks/setup.sh {venv}` first")
+    return exe
+
+
+def baseline_version(venv: str, package: str) -> str | None:
+    """The installed version of a baseline package in its venv, read from its dist-info."""
+    for dist in (cache_dir() / venv / "lib").glob(f"python*/site-packages/{package.replace('-', '_')}-*.dist-info"):
+        return dist.name.split("-")[1].removesuffix(".dist")
+    return None
