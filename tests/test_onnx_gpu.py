@@ -66,13 +66,13 @@ def test_two_inputs_on_cuda(paths):
 
 
 def test_server_with_device_cuda(paths, tmp_path):
-    requests = pytest.importorskip("requests")
-    from test_onnx_server import running
+    import requests
+    from test_onnx_server import onnx_server
 
     x = np.random.default_rng(3).normal(size=(4, 32))
-    with running(["--onnx", paths["mlp_path"], "--device", "cuda"], tmp_path) as server:
-        reply = requests.post(server.http + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=30)
-        meta = requests.get(server.http + "/metadata", timeout=10).json()
+    with onnx_server(["--onnx", paths["mlp_path"], "--device", "cuda"], tmp_path) as server:
+        reply = requests.post(server.url + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=30)
+        meta = requests.get(server.url + "/metadata", timeout=10).json()
     assert reply.status_code == 200, reply.text
     np.testing.assert_allclose(reply.json()["data"]["ndarray"], paths["mlp"].reference(x), rtol=RTOL, atol=ATOL)
     assert meta["custom"]["execution_provider"] == "CUDAExecutionProvider"

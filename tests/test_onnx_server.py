@@ -5,14 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -27,28 +24,13 @@ from google.protobuf import empty_pb2, json_format  # noqa: E402
 from _onnx_models import Mlp, TwoInput  # noqa: E402
 from fastseldon.proto import prediction_pb2 as pb  # noqa: E402
 from fastseldon.proto import prediction_pb2_grpc as pb_grpc  # noqa: E402
+from serving import Server, free_port, running  # noqa: E402
 
 ONNX_CLASS = "fastseldon.runtimes.onnx.OnnxModel"
 RTOL, ATOL = 1e-5, 1e-6
 START_TIMEOUT_S = 60
 HAS_V2 = importlib.util.find_spec("fastseldon.v2_protocol") is not None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    http: str
-    grpc_target: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+HAS_BATCHER = importlib.util.find_spec("fastseldon.batching") is not None
 
 
 def onnx_parameters(path: str | Path, **extra: str) -> str:
@@ -57,50 +39,19 @@ def onnx_parameters(path: str | Path, **extra: str) -> str:
     return json.dumps(params)
 
 
-def serve_command(args: list[str], http_port: int, grpc_port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "fastseldon", "serve", *args,
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(free_port()),
-    ]
-
-
 @contextmanager
-def running(args: list[str], tmp_path: Path):
-    """Start `fastseldon serve ARGS`, wait until REST answers and gRPC connects, stop it after."""
-    http_port, grpc_port = free_port(), free_port()
-    log = tmp_path / f"server-{http_port}.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(serve_command(args, http_port, grpc_port), stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)
-    server = Server(proc, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n{server.output()}")
-            try:
-                if requests.get(server.http + "/health/ping", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready after {START_TIMEOUT_S}s:\n{server.output()}")
-            time.sleep(0.1)
+def onnx_server(args: list[str], tmp_path: Path) -> Iterator[Server]:
+    """``running()`` from serving.py, plus a connected gRPC channel before the first test."""
+    with running(args, cwd=tmp_path, log_dir=tmp_path) as server:
         with grpc.insecure_channel(server.grpc_target) as channel:
             grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT_S)
         yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def startup_failure(args: list[str], tmp_path: Path) -> tuple[int, str]:
     """Run a server that must refuse to start; return (exit code, output)."""
-    cmd = serve_command(args, free_port(), free_port())
+    cmd = [sys.executable, "-m", "fastseldon", "serve", *args, "--http-port", str(free_port()),
+           "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
     try:
         done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
@@ -119,14 +70,14 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mlp_server(models, tmp_path_factory):
     args = [ONNX_CLASS, "--parameters", onnx_parameters(models["mlp_path"], device="cpu"), "--model-name", "mlp"]
-    with running(args, tmp_path_factory.mktemp("mlp-server")) as server:
+    with onnx_server(args, tmp_path_factory.mktemp("mlp-server")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def two_server(models, tmp_path_factory):
     args = [ONNX_CLASS, "--parameters", onnx_parameters(models["two_path"]), "--model-name", "two"]
-    with running(args, tmp_path_factory.mktemp("two-server")) as server:
+    with onnx_server(args, tmp_path_factory.mktemp("two-server")) as server:
         yield server
 
 
@@ -138,7 +89,7 @@ def rows(n: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 5])
 def test_rest_ndarray_matches_numpy(mlp_server, models, n):
     x = rows(n, n)
-    reply = requests.post(mlp_server.http + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=10)
+    reply = requests.post(mlp_server.url + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=10)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["data"]["names"] == ["t:0", "t:1", "t:2"]
@@ -148,7 +99,7 @@ def test_rest_ndarray_matches_numpy(mlp_server, models, n):
 def test_rest_tensor_matches_numpy(mlp_server, models):
     x = rows(3, 7)
     request = {"data": {"tensor": {"shape": list(x.shape), "values": x.ravel().tolist()}}}
-    body = requests.post(mlp_server.http + "/predict", json=request, timeout=10).json()
+    body = requests.post(mlp_server.url + "/predict", json=request, timeout=10).json()
     assert body["data"]["tensor"]["shape"] == [3, 3]
     got = np.array(body["data"]["tensor"]["values"]).reshape(3, 3)
     np.testing.assert_allclose(got, models["mlp"].reference(x), rtol=RTOL, atol=ATOL)
@@ -163,18 +114,18 @@ def test_rest_tensor_matches_numpy(mlp_server, models):
     ],
 )
 def test_rest_bad_input_is_400_and_server_survives(mlp_server, request_body, needle):
-    reply = requests.post(mlp_server.http + "/api/v1.0/predictions", json=request_body, timeout=10)
+    reply = requests.post(mlp_server.url + "/api/v1.0/predictions", json=request_body, timeout=10)
     assert reply.status_code == 400, reply.text
     status = reply.json()["status"]
     assert status["reason"] == "MICROSERVICE_BAD_DATA"
     assert needle in status["info"]
-    ok = requests.post(mlp_server.http + "/api/v1.0/predictions", json={"data": {"ndarray": [[0, 0, 0, 0]]}}, timeout=10)
+    ok = requests.post(mlp_server.url + "/api/v1.0/predictions", json={"data": {"ndarray": [[0, 0, 0, 0]]}}, timeout=10)
     assert ok.status_code == 200
 
 
 def test_rest_two_inputs_via_json_data(two_server):
     a, b = [[0.5, 1.5, -2.0], [1.0, 2.0, 3.0]], [[1, 2, 3], [4, 5, 6]]
-    reply = requests.post(two_server.http + "/api/v1.0/predictions", json={"jsonData": {"a": a, "b": b}}, timeout=10)
+    reply = requests.post(two_server.url + "/api/v1.0/predictions", json={"jsonData": {"a": a, "b": b}}, timeout=10)
     assert reply.status_code == 200, reply.text
     out = reply.json()["jsonData"]
     ref = TwoInput.reference(a, b)
@@ -183,18 +134,18 @@ def test_rest_two_inputs_via_json_data(two_server):
 
 
 def test_rest_two_input_model_rejects_a_bare_array(two_server):
-    reply = requests.post(two_server.http + "/api/v1.0/predictions", json={"data": {"ndarray": [[1, 2, 3]]}}, timeout=10)
+    reply = requests.post(two_server.url + "/api/v1.0/predictions", json={"data": {"ndarray": [[1, 2, 3]]}}, timeout=10)
     assert reply.status_code == 400
     assert "the model has 2 inputs (a, b)" in reply.json()["status"]["info"]
 
 
 def test_rest_metadata(mlp_server, two_server):
-    meta = requests.get(mlp_server.http + "/metadata", timeout=10).json()
+    meta = requests.get(mlp_server.url + "/metadata", timeout=10).json()
     assert meta["platform"] == "onnx_onnxv1"
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
     assert meta["outputs"] == [{"name": "probs", "datatype": "FP32", "shape": [-1, 3]}]
     assert meta["custom"]["execution_provider"] == "CPUExecutionProvider"
-    two = requests.get(two_server.http + "/metadata", timeout=10).json()
+    two = requests.get(two_server.url + "/metadata", timeout=10).json()
     assert [(i["name"], i["datatype"]) for i in two["inputs"]] == [("a", "FP32"), ("b", "INT64")]
     assert [(o["name"], o["shape"]) for o in two["outputs"]] == [("y", [-1, 3]), ("total", [-1])]
 
@@ -240,11 +191,45 @@ def test_grpc_metadata(mlp_server):
     assert [(o.name, o.datatype, list(o.shape)) for o in meta.outputs] == [("probs", "FP32", [-1, 3])]
 
 
+# ----------------------------------------------------------------------------- workers and batching
+def _concurrent_predictions(url: str, requests_rows: list[np.ndarray]) -> list[np.ndarray]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call(x: np.ndarray) -> np.ndarray:
+        reply = requests.post(url + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return np.array(reply.json()["data"]["ndarray"])
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(call, requests_rows))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(["--workers", "2"], id="two-workers"),
+        pytest.param(
+            ["--max-batch-size", "8", "--max-batch-time-ms", "20"],
+            id="adaptive-batching",
+            marks=pytest.mark.skipif(not HAS_BATCHER, reason="adaptive batcher not implemented yet (fastseldon.batching missing)"),
+        ),
+    ],
+)
+def test_concurrent_requests_each_get_their_own_rows(models, tmp_path, extra):
+    # Each forked worker builds its own session; a batcher must split stacked rows back.
+    batch = [rows(n % 3 + 1, seed=100 + n) for n in range(24)]
+    args = ["--onnx", str(models["mlp_path"]), "--device", "cpu", *extra]
+    with onnx_server(args, tmp_path) as server:
+        results = _concurrent_predictions(server.url, batch)
+    for x, got in zip(batch, results):
+        np.testing.assert_allclose(got, models["mlp"].reference(x), rtol=RTOL, atol=ATOL)
+
+
 # ----------------------------------------------------------------------------- the --onnx shortcut
 def test_onnx_flag_serves_the_file(models, tmp_path):
     x = rows(2, 4)
-    with running(["--onnx", str(models["mlp_path"]), "--device", "cpu"], tmp_path) as server:
-        body = requests.post(server.http + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=10).json()
+    with onnx_server(["--onnx", str(models["mlp_path"]), "--device", "cpu"], tmp_path) as server:
+        body = requests.post(server.url + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=10).json()
     np.testing.assert_allclose(body["data"]["ndarray"], models["mlp"].reference(x), rtol=RTOL, atol=ATOL)
 
 
@@ -282,7 +267,7 @@ v2 = pytest.mark.skipif(not HAS_V2, reason="V2 protocol not implemented yet (fas
 def test_v2_rest_infer_mlp(mlp_server, models):
     x = rows(3, 21).astype(np.float32)
     request = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
-    reply = requests.post(mlp_server.http + "/v2/models/mlp/infer", json=request, timeout=10)
+    reply = requests.post(mlp_server.url + "/v2/models/mlp/infer", json=request, timeout=10)
     assert reply.status_code == 200, reply.text
     (out,) = reply.json()["outputs"]
     assert out["name"] == "probs" and out["datatype"] == "FP32" and out["shape"] == [3, 3]
@@ -297,7 +282,7 @@ def test_v2_rest_infer_two_inputs(two_server):
         {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": a.ravel().tolist()},
         {"name": "b", "shape": [2, 3], "datatype": "INT64", "data": b.ravel().tolist()},
     ]}
-    reply = requests.post(two_server.http + "/v2/models/two/infer", json=request, timeout=10)
+    reply = requests.post(two_server.url + "/v2/models/two/infer", json=request, timeout=10)
     assert reply.status_code == 200, reply.text
     outputs = {o["name"]: o for o in reply.json()["outputs"]}
     ref = TwoInput.reference(a, b)
@@ -309,14 +294,14 @@ def test_v2_rest_infer_two_inputs(two_server):
 @v2
 def test_v2_rest_wrong_shape_is_400(mlp_server):
     request = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
-    reply = requests.post(mlp_server.http + "/v2/models/mlp/infer", json=request, timeout=10)
+    reply = requests.post(mlp_server.url + "/v2/models/mlp/infer", json=request, timeout=10)
     assert reply.status_code == 400
     assert "expects FP32 with shape [-1, 4]" in reply.json()["error"]
 
 
 @v2
 def test_v2_model_metadata(two_server):
-    meta = requests.get(two_server.http + "/v2/models/two", timeout=10).json()
+    meta = requests.get(two_server.url + "/v2/models/two", timeout=10).json()
     assert meta["name"] == "two" and meta["platform"] == "onnx_onnxv1"
     assert meta["inputs"] == [
         {"name": "a", "datatype": "FP32", "shape": [-1, 3]},
