@@ -83,7 +83,7 @@ class App:
             return await hook.fn(*call.args, **call.kwargs)
         if call.batchable and self.batcher is not None:
             return await self.batcher.submit(call)
-        if hook.calls >= _PROBE_CALLS and hook.cost <= self.settings.inline_hook_seconds:
+        if hook.calls >= _PROBE_CALLS and hook.cost < self.settings.inline_hook_seconds:
             return hook.timed_call(*call.args, **call.kwargs)
         return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
 

@@ -99,6 +99,8 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p.add_argument("--grpc-workers", type=int, help="0 disables gRPC (seldon-core-microservice compatibility)")
     p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="(env SELDON_LOG_LEVEL, default INFO)")
     p.add_argument("--access-log", action="store_true", default=None, help="log every request (env GUNICORN_ACCESS_LOG)")
+    p.add_argument("--inline-hook-us", type=float, help="sync hooks measured faster than this run on the event loop, "
+                   "slower ones on a thread pool (env FASTSELDON_INLINE_HOOK_US, default 500; 0 = always the pool)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body accepted (default 100 MiB)")
     p.add_argument("--keepalive", type=float, help="idle keep-alive timeout in seconds (default 75; keep it above your proxy's)")
     p.add_argument("--graceful-timeout", type=float, help="seconds to finish in-flight requests on SIGTERM (default 20)")
@@ -172,6 +174,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         log_level=pick(args.log_level, ("SELDON_LOG_LEVEL",), "INFO", str.upper),
         access_log=args.access_log if args.access_log is not None else _env_bool(env, "GUNICORN_ACCESS_LOG", False),
         persistence=args.persistence or 0,
+        inline_hook_seconds=pick(args.inline_hook_us, ("FASTSELDON_INLINE_HOOK_US",), 500.0, float) / 1e6,
         max_body_bytes=pick(args.max_body_bytes, ("FASTSELDON_MAX_BODY_BYTES",), 100 * 1024 * 1024, int),
         keepalive_timeout=pick(args.keepalive, ("FASTSELDON_KEEPALIVE",), 75.0, float),
         graceful_timeout=pick(args.graceful_timeout, ("FASTSELDON_GRACEFUL_TIMEOUT",), 20.0, float),

@@ -109,8 +109,10 @@ class Hook:
     calls: int = 0
 
     def record(self, seconds: float) -> None:
+        """Moving average, except that a call slower than the average takes over at once:
+        one slow call must be enough to move a hook off the event loop."""
         self.calls += 1
-        self.cost = seconds if self.calls == 1 else self.cost * 0.9 + seconds * 0.1
+        self.cost = seconds if self.calls == 1 or seconds > self.cost else self.cost * 0.9 + seconds * 0.1
 
     def timed_call(self, *args: Any, **kwargs: Any) -> Any:
         """Call a sync hook and update its cost estimate."""

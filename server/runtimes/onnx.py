@@ -103,11 +103,15 @@ class TensorSpec:
     @classmethod
     def from_node_arg(cls, arg: Any) -> "TensorSpec":
         dtype, datatype = _ELEMENT_TYPES.get(arg.type, (None, ""))
-        shape = arg.shape
-        if shape is not None:
-            # ORT gives int for static dims, str for named dims, None for anonymous ones.
-            shape = tuple(d if isinstance(d, (int, str)) and (not isinstance(d, int) or d >= 0) else "" for d in shape)
+        shape = None if arg.shape is None else tuple(_dimension(d) for d in arg.shape)
         return cls(name=arg.name, onnx_type=arg.type, dtype=dtype, datatype=datatype, shape=shape)
+
+
+def _dimension(dim: Any) -> int | str:
+    """ORT reports a static dim as int, a named one as str, an anonymous one as None."""
+    if isinstance(dim, int) and dim >= 0:
+        return dim
+    return dim if isinstance(dim, str) else ""
 
 
 def _describe_shape(shape: tuple[int, ...] | list[int]) -> str:

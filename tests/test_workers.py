@@ -1,0 +1,112 @@
+"""Process model: SIGTERM drains in-flight requests; a killed worker is replaced quickly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from serving import running
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_sigterm_finishes_in_flight_requests():
+    with running(["AsyncModel", "--workers", "2"], expect_exit=None) as server:
+        url = server.url + "/transform-input"
+        slow = {"data": {"ndarray": [[0.8]]}}
+        for _ in range(3):  # the hook's first calls are probes; make sure it is measured as slow
+            requests.post(server.url + "/transform-input", json={"data": {"ndarray": [[0.05]]}}, timeout=10)
+        fast_results: list[tuple[str, object]] = []
+        stop = threading.Event()
+
+        def stream():
+            with requests.Session() as s:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    try:
+                        r = s.post(server.url + "/predict", json={"data": {"ndarray": [[i]]}}, timeout=10)
+                    except requests.ConnectionError:
+                        fast_results.append(("refused", i))
+                        time.sleep(0.01)
+                        continue
+                    fast_results.append(("answered", (i, r.status_code, r.json())))
+
+        streamers = [threading.Thread(target=stream) for _ in range(3)]
+        for t in streamers:
+            t.start()
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(requests.post, url, json=slow, timeout=30) for _ in range(8)]
+            time.sleep(0.3)  # all eight are now inside the model
+            server.proc.send_signal(signal.SIGTERM)
+            responses = [f.result() for f in futures]
+        code = server.proc.wait(30)
+        server.stopped = True
+        stop.set()
+        for t in streamers:
+            t.join()
+    assert code == 0, server.output()
+    assert [r.status_code for r in responses] == [200] * 8
+    assert all(r.json()["data"]["ndarray"] == [[0.8]] for r in responses)
+    answered = [v for kind, v in fast_results if kind == "answered"]
+    assert len(answered) > 10
+    for i, status, body in answered:  # every response that came back is whole and right
+        assert status == 200 and body["data"]["ndarray"] == [[3 * i]]
+
+
+def test_killed_worker_is_replaced_within_two_seconds():
+    with running(["Rich"]) as server:
+        first_pid = requests.get(server.url + "/health/status", timeout=5).json()["jsonData"]["pid"]
+        assert _children(server.proc.pid) == [first_pid]
+        os.kill(first_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while True:
+            try:
+                r = requests.get(server.url + "/health/status", timeout=0.5)
+                if r.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() - killed_at < 2.0, "no answer within 2 s of the kill:\n" + server.output()
+            time.sleep(0.02)
+        elapsed = time.monotonic() - killed_at
+        new_pid = r.json()["jsonData"]["pid"]
+        assert new_pid != first_pid and elapsed < 2.0
+        assert requests.post(server.url + "/predict", json={"data": {"ndarray": [[1]]}}, timeout=5).status_code == 200
+
+
+def test_two_workers_share_the_port():
+    with running(["Rich", "--workers", "2"]) as server:
+        assert len(_children(server.proc.pid)) == 2
+        pids = set()
+        for _ in range(200):
+            with requests.Session() as s:  # new connection each time, so the kernel spreads them
+                pids.add(s.get(server.url + "/health/status", timeout=5).json()["jsonData"]["pid"])
+            if len(pids) == 2:
+                break
+        assert pids == set(_children(server.proc.pid))
+
+
+def test_sync_hook_does_not_block_other_connections():
+    with running(["AsyncModel"]) as server:
+        for _ in range(3):
+            requests.post(server.url + "/transform-input", json={"data": {"ndarray": [[0.05]]}}, timeout=10)
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(requests.post, server.url + "/transform-input", json={"data": {"ndarray": [[1.5]]}}, timeout=30)
+            time.sleep(0.2)
+            start = time.monotonic()
+            r = requests.post(server.url + "/predict", json={"data": {"ndarray": [[2]]}}, timeout=10)
+            fast_elapsed = time.monotonic() - start
+            assert r.json()["data"]["ndarray"] == [[6]]
+            assert r.json()["meta"]["tags"] == {"async": True}
+            assert not slow.done()  # the fast answer came while the slow hook was still running
+            assert slow.result().status_code == 200
+        assert fast_elapsed < 1.0
