@@ -84,6 +84,7 @@ setup(
             "hypothesis>=6",
             "requests>=2.31",
             "tritonclient[http,grpc]==2.73.0",
+            "onnx>=1.15",  # builds the small ONNX models the tests serve
         ],
     },
     entry_points={
