@@ -202,6 +202,28 @@ def test_single_input_multi_output_array_request_gives_json_dict(tmp_path):
     assert model.predict(np.array([[1.0, -2.0]]), []) == {"neg": [[-1.0, 2.0]], "abs": [[1.0, 2.0]]}
 
 
+@pytest.mark.parametrize(("shape", "wire"), [(None, [-1]), ([None, 3], [-1, 3])], ids=["unknown-rank", "anonymous-dim"])
+def test_undeclared_dimensions_are_dynamic(tmp_path, shape, wire):
+    from onnx import TensorProto, helper
+
+    from _onnx_models import _save
+
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])],
+        "neg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = loaded(str(_save(graph, tmp_path / "neg.onnx", check=shape is not None)))
+    assert model.init_metadata()["inputs"] == [{"name": "x", "datatype": "FP32", "shape": wire}]
+    np.testing.assert_array_equal(model.predict(np.array([[1, -2, 3]]), []), [[-1, 2, -3]])
+    if shape is None:  # any rank goes
+        np.testing.assert_array_equal(model.predict(np.array([4.0]), []), [-4.0])
+    else:
+        with pytest.raises(BadRequest, match=r"shape \[-1, 3\]; got shape \[1, 2\]"):
+            model.predict(np.array([[1, 2]]), [])
+
+
 # ----------------------------------------------------------------------------- other element types
 def test_bool_input_casts_only_zero_and_one(tmp_path):
     model = loaded(str(save_bool_not(tmp_path / "not.onnx")))

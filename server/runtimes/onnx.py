@@ -103,7 +103,9 @@ class TensorSpec:
     @classmethod
     def from_node_arg(cls, arg: Any) -> "TensorSpec":
         dtype, datatype = _ELEMENT_TYPES.get(arg.type, (None, ""))
-        shape = None if arg.shape is None else tuple(_dimension(d) for d in arg.shape)
+        # ORT reports both "rank unknown" and "scalar" as []; treat it as unknown and let ORT
+        # itself reject a rank it declared (InvalidArgument -> BadRequest).
+        shape = tuple(_dimension(d) for d in arg.shape) if arg.shape else None
         return cls(name=arg.name, onnx_type=arg.type, dtype=dtype, datatype=datatype, shape=shape)
 
 
