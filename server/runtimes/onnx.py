@@ -313,7 +313,9 @@ class OnnxModel:
                 f"(active providers: {active}); check the CUDA/cuDNN libraries and the visible GPUs"
             )
         self._provider = active[0]
-        log.info("ONNX model %s on %s (device=%s, available: %s)", path, self._provider, self.device, providers)
+        if self._device_kind == "auto" and _CUDA in str(providers) and self._provider != _CUDA:
+            log.warning("ONNX Runtime could not start CUDAExecutionProvider; running on %s (device=auto)", self._provider)
+        log.info("ONNX model %s on %s (device=%s)", path, self._provider, self.device)
 
         inputs = [TensorSpec.from_node_arg(a) for a in session.get_inputs()]
         outputs = [TensorSpec.from_node_arg(a) for a in session.get_outputs()]
