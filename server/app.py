@@ -79,10 +79,10 @@ class App:
 
     async def invoke(self, call: Call) -> Any:
         hook = call.hook
+        if call.batchable and self.batcher is not None and self.batcher.wants(call):
+            return await self.batcher.submit(call)  # sync and async predicts alike
         if hook.is_async:
             return await hook.fn(*call.args, **call.kwargs)
-        if call.batchable and self.batcher is not None:
-            return await self.batcher.submit(call)
         if hook.calls >= _PROBE_CALLS and hook.cost < self.settings.inline_hook_seconds:
             return hook.timed_call(*call.args, **call.kwargs)
         return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
@@ -90,7 +90,7 @@ class App:
     def invoke_blocking(self, call: Call) -> Any:
         """From a gRPC handler thread: sync hooks run right here, the rest go via the loop."""
         hook = call.hook
-        if hook.is_async or (call.batchable and self.batcher is not None):
+        if hook.is_async or (call.batchable and self.batcher is not None and self.batcher.wants(call)):
             return asyncio.run_coroutine_threadsafe(self.invoke(call), self.loop).result()
         return hook.timed_call(*call.args, **call.kwargs)
 

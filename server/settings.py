@@ -44,6 +44,7 @@ class Settings:
     max_batch_size: int = 0
     max_batch_time_ms: float = 0.0
     max_batches_in_flight: int = 1
+    max_batch_queue: int = 0  # requests waiting for a batch per worker; 0: max(1024, 16 x max_batch_size)
     payload_passthrough: bool = False
     include_metrics_in_response: bool = True
     predictive_unit_id: str = ""
@@ -106,6 +107,8 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p.add_argument("--graceful-timeout", type=float, help="seconds to finish in-flight requests on SIGTERM (default 20)")
     p.add_argument("--max-batch-size", type=int, help="adaptive batching: most rows per predict call (env MAX_BATCH_SIZE; off)")
     p.add_argument("--max-batch-time-ms", type=float, help="adaptive batching: longest wait for a batch to fill (env MAX_BATCH_TIME_MS)")
+    p.add_argument("--max-batches-in-flight", type=int, help="adaptive batching: predict calls running at once per worker (env MAX_BATCHES_IN_FLIGHT, default 1)")
+    p.add_argument("--max-batch-queue", type=int, help="adaptive batching: requests waiting per worker before 503 (env MAX_BATCH_QUEUE)")
     p.add_argument("--onnx", metavar="PATH", help="serve an ONNX model file with no user code")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="ONNX device (env DEVICE, default auto)")
     # Accepted so seldon-core-microservice command lines keep working; gunicorn/Flask knobs mean nothing here.
@@ -170,7 +173,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         metrics_path=env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", "/metrics"),
         api_type=api_type,
         workers=max(1, workers),
-        grpc_threads=max(1, pick(args.grpc_threads, ("GRPC_THREADS",), 4, int)),
+        # a gRPC handler thread holds its request until the batch answers: batches over gRPC need threads
+        grpc_threads=max(1, pick(args.grpc_threads, ("GRPC_THREADS",), max(4, min(batch_size, 128)), int)),
         log_level=pick(args.log_level, ("SELDON_LOG_LEVEL",), "INFO", str.upper),
         access_log=args.access_log if args.access_log is not None else _env_bool(env, "GUNICORN_ACCESS_LOG", False),
         persistence=args.persistence or 0,
@@ -180,6 +184,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         graceful_timeout=pick(args.graceful_timeout, ("FASTSELDON_GRACEFUL_TIMEOUT",), 20.0, float),
         max_batch_size=batch_size,
         max_batch_time_ms=pick(args.max_batch_time_ms, ("MAX_BATCH_TIME_MS",), 5.0 if batch_size > 1 else 0.0, float),
+        max_batches_in_flight=max(1, pick(args.max_batches_in_flight, ("MAX_BATCHES_IN_FLIGHT",), 1, int)),
+        max_batch_queue=max(0, pick(args.max_batch_queue, ("MAX_BATCH_QUEUE",), 0, int)),
         payload_passthrough=_env_bool(env, "PAYLOAD_PASSTHROUGH", False),
         include_metrics_in_response=env.get("INCLUDE_METRICS_IN_CLIENT_RESPONSE", "true").lower() == "true",
         predictive_unit_id=env.get("PREDICTIVE_UNIT_ID", ""),

@@ -1,0 +1,427 @@
+"""Adaptive batching: concurrent predict calls on stackable arrays become one call of the user's predict.
+
+Turning ``--max-batch-size`` above 1 declares that the model's ``predict`` works row by row
+along axis 0 (Triton's and MLServer's contract too). Requests that agree on the hook, dtype,
+shape past axis 0 and the other positional arguments (Seldon's ``names``) are stacked with
+``np.concatenate`` into one call; the result is cut back by each request's row count.
+
+When a batch goes (MLServer's adaptive batcher, with the pitfalls of its issues fixed):
+  * it holds ``max_batch_size`` rows, or
+  * ``max_batch_time`` has passed since its *first* item arrived (``time.monotonic``), or
+  * the event loop went one whole iteration without a new arrival: nothing else is
+    waiting to join, so a lone or sequential caller never sits out the window;
+and only while fewer than ``max_in_flight`` batches are running. Requests that arrive while
+a batch runs queue behind it, so batches grow with load on their own.
+
+Errors stay with the requests that caused them: when a batched predict raises, its members
+are re-run one at a time so one bad request doesn't fail its neighbours. A batched predict
+that returns the wrong number of rows fails every member with a message saying so. The
+number of waiting requests is bounded on its own (503 / RESOURCE_EXHAUSTED), never by
+blocking the caller.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from fastseldon.errors import Unavailable, UserModelError
+from fastseldon.service import Call
+from fastseldon.user_model import Hook, is_not_implemented
+
+__all__ = ["AdaptiveBatcher", "BatchMetrics", "QueueFull", "BatchRowsError", "attach_batcher", "batch_key",
+           "split_rows", "default_queue_limit"]
+
+log = logging.getLogger(__name__)
+
+# numpy dtype kinds np.concatenate stacks without surprises: bool, ints, floats, complex,
+# fixed-width str/bytes. Object and structured arrays always run alone.
+STACKABLE_KINDS = frozenset("biufcSU")
+WAIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, float("inf"))
+
+
+class QueueFull(Unavailable):
+    """More requests are waiting for a batch than the queue limit allows: shed load, don't block."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class BatchRowsError(UserModelError):
+    """A batched predict returned something that can't be cut back into one part per request."""
+
+
+def default_queue_limit(max_batch_size: int) -> int:
+    return max(1024, 16 * max_batch_size)
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def _freeze(value: Any) -> Hashable:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    hash(value)  # TypeError for anything else unhashable: the caller then runs alone
+    return value
+
+
+def batch_key(call: Call) -> Hashable | None:
+    """What calls must share to be stacked into one predict; None when this call can't be stacked."""
+    if not call.args:
+        return None
+    x = call.args[0]
+    if type(x) is not np.ndarray or x.ndim == 0 or x.shape[0] == 0 or x.dtype.kind not in STACKABLE_KINDS:
+        return None
+    try:
+        rest = _freeze(call.args[1:])
+    except TypeError:
+        return None
+    return (id(call.hook), x.dtype, x.shape[1:], rest)
+
+
+def _is_seldon_response(out: Any) -> bool:
+    return type(out).__name__ == "SeldonResponse" and hasattr(out, "data")
+
+
+def _row_count(data: Any) -> int | None:
+    if isinstance(data, np.ndarray):
+        return data.shape[0] if data.ndim else None
+    if isinstance(data, (str, bytes, bytearray, dict)) or not hasattr(data, "__getitem__"):
+        return None
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, np.ndarray):
+        return f"an array of shape {data.shape}"
+    return f"a {type(data).__name__}"
+
+
+def split_rows(out: Any, counts: Sequence[int]) -> list[Any]:
+    """Cut a batched predict's result into one part per request, ``counts[i]`` rows each.
+
+    Arrays, lists and tuples are sliced along axis 0; a SeldonResponse is copied with its
+    ``data`` sliced (its tags and metrics go to every part). Raises BatchRowsError when the
+    row count doesn't match the rows that went in.
+    """
+    response = _is_seldon_response(out)
+    data = out.data if response else out
+    total = sum(counts)
+    rows = _row_count(data)
+    if rows != total:
+        got = f"{rows} rows" if rows is not None else f"{_describe(data)} with no rows to split"
+        raise BatchRowsError(
+            f"predict returned {got} for a batch of {total} rows from {len(counts)} requests; with adaptive "
+            f"batching on (--max-batch-size) predict must return one row per input row along axis 0"
+        )
+    parts: list[Any] = []
+    start = 0
+    for count in counts:
+        part = data[start:start + count]
+        start += count
+        if response:
+            wrapped = copy.copy(out)
+            wrapped.data = part
+            part = wrapped
+        parts.append(part)
+    return parts
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class BatchMetrics:
+    """Prometheus histograms for one worker's batcher (multiprocess mode: registry=None)."""
+
+    def __init__(self, model: str, max_batch_size: int):
+        from prometheus_client import Counter, Histogram
+
+        sizes = sorted({2**i for i in range(max(1, max_batch_size).bit_length())} | {max_batch_size})
+        buckets = tuple(float(s) for s in sizes) + (float("inf"),)
+        self.rows = Histogram("fastseldon_batch_size_rows", "Rows per predict call made by the batcher",
+                              ["model"], buckets=buckets, registry=None).labels(model)
+        self.requests = Histogram("fastseldon_batch_size_requests", "Requests coalesced into one predict call",
+                                  ["model"], buckets=buckets, registry=None).labels(model)
+        self.wait = Histogram("fastseldon_batch_queue_wait_seconds",
+                              "Time a request waited in the batch queue before its predict call started",
+                              ["model"], buckets=WAIT_BUCKETS, registry=None).labels(model)
+        self.retried = Counter("fastseldon_batch_isolation_retries", "Batches whose predict raised and were "
+                               "re-run one request at a time", ["model"], registry=None).labels(model)
+        self.rejected = Counter("fastseldon_batch_rejected", "Requests refused because the batch queue was full",
+                                ["model"], registry=None).labels(model)
+
+
+# --------------------------------------------------------------------------- the batcher
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    call: Call
+    rows: int
+    future: asyncio.Future
+    arrived: float  # time.monotonic()
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    key: Hashable
+    hook: Hook
+    items: list[_Item]
+    rows: int
+    opened: float  # arrival of the first item: the deadline counts from here
+    closed: bool = False  # full (or a big request ended it): dispatch as soon as a slot is free
+
+
+class AdaptiveBatcher:
+    """Coalesces concurrent ``submit(call)``s on one event loop into batched predict calls."""
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        executor: Executor | None,
+        max_batch_size: int,
+        max_batch_time: float,
+        max_in_flight: int = 1,
+        max_queue: int | None = None,
+        metrics: BatchMetrics | None = None,
+    ):
+        if max_batch_size < 1 or max_in_flight < 1 or max_batch_time < 0:
+            raise ValueError("max_batch_size and max_in_flight must be >= 1 and max_batch_time >= 0")
+        self.loop = loop
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_batch_time = max_batch_time
+        self.max_in_flight = max_in_flight
+        self.max_queue = max_queue if max_queue is not None else default_queue_limit(max_batch_size)
+        self.metrics = metrics
+        self._queue: deque[_Batch] = deque()  # waiting batches, oldest first
+        self._open: dict[Hashable, _Batch] = {}  # the batch still taking items, per key
+        self._waiting = 0  # requests queued, not yet running
+        self._in_flight = 0
+        self._arrivals = 0
+        self._arrivals_seen = -1
+        self._tick_handle: asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._warned_rows = False
+
+    # -- public
+
+    def wants(self, call: Call) -> bool:
+        """Whether ``call`` can be stacked at all; the rest run exactly as without batching."""
+        return batch_key(call) is not None
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def submit(self, call: Call) -> Any:
+        """Run ``call`` (a predict on an array) as part of a batch; returns this call's own rows."""
+        key = batch_key(call)
+        if key is None:
+            return await self._run_alone(call)
+        if self._waiting >= self.max_queue:
+            if self.metrics is not None:
+                self.metrics.rejected.inc()
+            raise QueueFull(f"batch queue is full ({self._waiting} requests waiting); retry later")
+        x = call.args[0]
+        item = _Item(call, x.shape[0], self.loop.create_future(), time.monotonic())
+        self._enqueue(key, call.hook, item)
+        self._waiting += 1
+        self._arrivals += 1
+        self._schedule()
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            self._withdraw(key, item)
+            raise
+
+    # -- queueing
+
+    def _enqueue(self, key: Hashable, hook: Hook, item: _Item) -> None:
+        batch = self._open.get(key)
+        if batch is not None and batch.rows + item.rows > self.max_batch_size:
+            batch.closed = True  # this request doesn't fit: the batch is as full as it gets
+            del self._open[key]
+            batch = None
+        if batch is None:
+            batch = _Batch(key, hook, [], 0, item.arrived)
+            self._queue.append(batch)
+            self._open[key] = batch
+        batch.items.append(item)
+        batch.rows += item.rows
+        if batch.rows >= self.max_batch_size:  # full, or one request already big enough alone
+            batch.closed = True
+            del self._open[key]
+
+    def _withdraw(self, key: Hashable, item: _Item) -> None:
+        """A waiter was cancelled before its batch ran: take it out so it costs nothing."""
+        for batch in self._queue:
+            if item in batch.items:
+                batch.items.remove(item)
+                batch.rows -= item.rows
+                self._waiting -= 1
+                if not batch.items:
+                    self._queue.remove(batch)
+                    if self._open.get(key) is batch:
+                        del self._open[key]
+                return
+
+    # -- dispatch
+
+    def _schedule(self) -> None:
+        if self._tick_handle is None:
+            self._tick_handle = self.loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        """Start every batch that is due while slots are free; look again next loop iteration."""
+        self._tick_handle = None
+        if not self._queue or self._in_flight >= self.max_in_flight:
+            return  # a finishing batch schedules the next look
+        quiet = self._arrivals == self._arrivals_seen
+        self._arrivals_seen = self._arrivals
+        now = time.monotonic()
+        while self._queue and self._in_flight < self.max_in_flight:
+            batch = self._due(now, quiet)
+            if batch is None:
+                break
+            self._launch(batch, now)
+        if self._queue and self._in_flight < self.max_in_flight:
+            # Requests arrived during the last iteration: give the next one a chance to join.
+            # This chain ends one iteration after arrivals stop, or at the deadline.
+            self._schedule()
+
+    def _due(self, now: float, quiet: bool) -> _Batch | None:
+        for batch in self._queue:
+            if batch.closed or quiet or now - batch.opened >= self.max_batch_time:
+                return batch
+        return None
+
+    def _launch(self, batch: _Batch, now: float) -> None:
+        self._queue.remove(batch)
+        if self._open.get(batch.key) is batch:
+            del self._open[batch.key]
+        self._waiting -= len(batch.items)
+        self._in_flight += 1
+        if self.metrics is not None:
+            self.metrics.rows.observe(batch.rows)
+            self.metrics.requests.observe(len(batch.items))
+            wait = self.metrics.wait
+            for item in batch.items:
+                wait.observe(now - item.arrived)
+        task = self.loop.create_task(self._execute(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, batch: _Batch) -> None:
+        items = batch.items
+        try:
+            if len(items) == 1:
+                await self._run_member(items[0])
+                return
+            try:
+                out = await self._call_stacked(batch.hook, items)
+            except Exception as exc:  # noqa: BLE001 - user code: isolate the request that caused it
+                if is_not_implemented(exc):
+                    for item in items:
+                        _fail(item.future, exc)
+                    return
+                log.warning("batched predict of %d requests raised %s: %s; re-running them one at a time",
+                            len(items), type(exc).__name__, exc)
+                if self.metrics is not None:
+                    self.metrics.retried.inc()
+                for item in items:
+                    await self._run_member(item)
+                return
+            try:
+                parts = split_rows(out, [item.rows for item in items])
+            except BatchRowsError as exc:
+                log.error("%s", exc.message)
+                for item in items:
+                    _fail(item.future, BatchRowsError(exc.message))
+                return
+            for item, part in zip(items, parts):
+                if not item.future.done():
+                    item.future.set_result(part)
+        except asyncio.CancelledError:
+            for item in items:
+                if not item.future.done():
+                    item.future.cancel()
+            raise
+        finally:
+            self._in_flight -= 1
+            if self._queue:
+                self._schedule()
+
+    async def _call_stacked(self, hook: Hook, items: list[_Item]) -> Any:
+        calls = [item.call for item in items]
+        if hook.is_async:
+            first = calls[0]
+            return await hook.fn(np.concatenate([c.args[0] for c in calls]), *first.args[1:], **first.kwargs)
+        return await self.loop.run_in_executor(self.executor, _stacked_call, hook, calls)
+
+    async def _run_member(self, item: _Item) -> None:
+        if item.future.done():
+            return
+        try:
+            out = await self._run_alone(item.call)
+        except Exception as exc:  # noqa: BLE001 - this request's own error
+            _fail(item.future, exc)
+            return
+        data = out.data if _is_seldon_response(out) else out
+        if not self._warned_rows and _row_count(data) != item.rows:
+            self._warned_rows = True  # a lone call passes through unchanged, but say it once
+            log.warning("predict returned %s for %d input rows: such results can't be split when requests are "
+                        "batched under load; fix predict or turn batching off", _describe(data), item.rows)
+        if not item.future.done():
+            item.future.set_result(out)
+
+    async def _run_alone(self, call: Call) -> Any:
+        hook = call.hook
+        if hook.is_async:
+            return await hook.fn(*call.args, **call.kwargs)
+        return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
+
+
+def _stacked_call(hook: Hook, calls: list[Call]) -> Any:
+    """On an executor thread: stack the rows (a copy the loop shouldn't pay for) and call predict."""
+    first = calls[0]
+    return hook.timed_call(np.concatenate([c.args[0] for c in calls]), *first.args[1:], **first.kwargs)
+
+
+def _fail(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def attach_batcher(app: Any) -> AdaptiveBatcher:
+    """Give a worker's App its batcher (called once per worker when --max-batch-size > 1)."""
+    s = app.settings
+    queue = getattr(s, "max_batch_queue", 0) or default_queue_limit(s.max_batch_size)
+    batcher = AdaptiveBatcher(
+        loop=app.loop,
+        executor=app.executor,
+        max_batch_size=s.max_batch_size,
+        max_batch_time=s.max_batch_time_ms / 1000.0,
+        max_in_flight=max(1, s.max_batches_in_flight),
+        max_queue=queue,
+        metrics=BatchMetrics(s.model_name, s.max_batch_size),
+    )
+    app.batcher = batcher
+    log.info("adaptive batching on: up to %d rows per predict, %.3g ms window, %d batch(es) in flight, queue %d",
+             s.max_batch_size, s.max_batch_time_ms, batcher.max_in_flight, queue)
+    return batcher
