@@ -225,6 +225,18 @@ def test_concurrent_requests_each_get_their_own_rows(models, tmp_path, extra):
         np.testing.assert_allclose(got, models["mlp"].reference(x), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.skipif(not HAS_BATCHER, reason="adaptive batcher not implemented yet (fastseldon.batching missing)")
+def test_batching_leaves_a_fixed_batch_model_alone(tmp_path):
+    # Input declared [1, 4]: stacking two requests would make [2, 4] and fail both.
+    mlp = Mlp(seed=5, batch=1)
+    path = mlp.save(tmp_path / "fixed.onnx")
+    batch = [rows(1, seed=200 + n) for n in range(16)]
+    with onnx_server(["--onnx", str(path), "--max-batch-size", "8", "--max-batch-time-ms", "20"], tmp_path) as server:
+        results = _concurrent_predictions(server.url, batch)
+    for x, got in zip(batch, results):
+        np.testing.assert_allclose(got, mlp.reference(x), rtol=RTOL, atol=ATOL)
+
+
 # ----------------------------------------------------------------------------- the --onnx shortcut
 def test_onnx_flag_serves_the_file(models, tmp_path):
     x = rows(2, 4)
