@@ -48,7 +48,8 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REQ = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[([^\]]*)\])?\s*(.*)$", re.S)
 _REQ_TAIL = re.compile(r"^(?:(?:[<>=!~]=?|===)\s*[^;@]*)?\s*(?:@\s*\S+)?\s*(?:;.*)?$", re.S)
 _CUDA_INDEX = re.compile(r"/whl/cu\d+|cuda", re.I)
-_CUDA_LOCAL_VERSION = re.compile(r"\+cu(?:da)?\d+", re.I)
+# a CUDA local version (+cu121, URL-encoded %2Bcu121) or PyTorch's per-CUDA wheel folders
+_CUDA_BUILD = re.compile(r"(?:\+|%2B)cu(?:da)?\d+|/whl/cu\d+/", re.I)
 _TORCH_FAMILY = {"torch", "torchvision", "torchaudio", "jaxlib"}
 
 
@@ -100,7 +101,7 @@ def cuda_reason(requirement: str) -> str | None:
         return None
     if text.startswith((".", "/", "file:", "http:", "https:", "git+")):
         base = text.rsplit("/", 1)[-1]
-        if _CUDA_LOCAL_VERSION.search(base):
+        if _CUDA_BUILD.search(text):
             return f"{base} is a CUDA wheel"
         if base.lower().startswith(("onnxruntime_gpu", "onnxruntime-gpu")):
             return f"{base} is the CUDA build of ONNX Runtime"
@@ -117,7 +118,7 @@ def cuda_reason(requirement: str) -> str | None:
         return f"{raw_name} is CuPy, which runs on CUDA"
     if name.startswith("nvidia-"):
         return f"{raw_name} is an NVIDIA CUDA package"
-    if name in _TORCH_FAMILY and _CUDA_LOCAL_VERSION.search(tail):
+    if _CUDA_BUILD.search(tail) and (name in _TORCH_FAMILY or "@" in tail):
         return f"{raw_name} pins a CUDA build ({tail.strip()})"
     if name in ("tensorflow", "tensorflow-cpu") and "and-cuda" in extras_set:
         return f"{raw_name}[and-cuda] pulls the CUDA libraries"
