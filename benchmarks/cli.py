@@ -69,7 +69,7 @@ def _config(args: argparse.Namespace) -> runner.RunConfig:
         servers=servers.expand(names),
         concurrency=args.concurrency or ([1, 16] if smoke else [1, 16, 64]),
         duration_s=duration,
-        warmup_s=args.warmup if args.warmup is not None else 1,
+        warmup_s=args.warmup if args.warmup is not None else (0 if smoke else 1),
         repeats=args.repeats or (1 if smoke else 3),
         workers=args.workers,
         server_cpus=set(args.server_cpus) if args.server_cpus else server_cpus,
@@ -93,7 +93,7 @@ def write_outputs(results: dict, out: Path, command: str) -> list[Path]:
 def _print_summary(results: dict) -> None:
     print(describe(results["machine"]))
     for r in results["ratios"]:
-        if r["minimum"] is None:
+        if r["minimum"] is None or not report.covered(results, r):
             continue
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
         print(f"  {r['label']:<38} fastseldon {report._rps(r['fastseldon_rps']):>9} req/s  "

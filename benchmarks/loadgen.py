@@ -34,6 +34,7 @@ class Measurement:
     rps: float  # completed 2xx requests per second
     errors: dict[str, int] = field(default_factory=dict)  # transport errors by kind, and non2xx
     latency_us: dict[str, float] = field(default_factory=dict)  # mean, p50, p90, p99, p99.9, max
+    problem: str = ""  # why the tool gave no figure (then errors has "no_result")
 
     @property
     def error_count(self) -> int:
@@ -41,6 +42,11 @@ class Measurement:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def _no_result(tool: str, concurrency: int, output: str) -> Measurement:
+    """A run that produced no figure (server gone, refused connection): an error, never a zero to average."""
+    return Measurement(tool, concurrency, 0.0, 0, 0.0, {"no_result": 1}, {}, output.strip()[-500:])
 
 
 def require_tools() -> dict[str, str]:
@@ -110,8 +116,10 @@ def parse_wrk(output: str, concurrency: int) -> Measurement:
     """Read the WRK_RESULT line our Lua `done` hook prints."""
     match = re.search(r"^WRK_RESULT (\{.*\})$", output, re.M)
     if not match:
-        raise RuntimeError(f"wrk printed no result: {output[-1000:]}")
+        return _no_result("wrk", concurrency, output)
     r = json.loads(match.group(1))
+    if r["requests"] == 0:
+        return _no_result("wrk", concurrency, "wrk completed no request\n" + output)
     duration = r["duration_us"] / 1e6
     errors = {k: r[k] for k in ("connect", "read", "write", "timeout") if r[k]}
     if r["status"]:
@@ -156,13 +164,15 @@ def parse_h2load(output: str, log_text: str, concurrency: int) -> Measurement:
                        r"(\d+) errored, (\d+) timeout", output)
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
     if not (finished and counts and codes):
-        raise RuntimeError(f"h2load printed no summary: {output[-1000:]}")
+        return _no_result("h2load", concurrency, output)
     duration = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
     _total, _started, done, succeeded, failed, errored, timed_out = map(int, counts.groups())
     two, three, four, five = map(int, codes.groups())
     errors = {"errored": errored, "timeout": timed_out, "non2xx": three + four + five}
     errors["failed"] = max(0, failed - errored - timed_out - errors["non2xx"])
     errors = {k: v for k, v in errors.items() if v}
+    if done == 0:  # h2load reports a refused connection as nothing at all
+        return _no_result("h2load", concurrency, "h2load completed no request (server not reachable?)\n" + output)
     latency: dict[str, float] = {}
     # h2load's log: start time (µs since epoch) \t HTTP status \t microseconds to the end of the answer
     lat = np.array([int(line.split("\t")[2]) for line in log_text.splitlines() if line.count("\t") >= 2],

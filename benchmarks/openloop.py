@@ -101,8 +101,14 @@ class _HttpConnection(asyncio.Protocol):
             self._waiter.set_exception(ConnectionError("connection closed"))
 
     def on_message_complete(self) -> None:
+        if not self._parser.should_keep_alive():
+            self.transport.close()  # e.g. gunicorn's sync worker: one request per connection
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(self._parser.get_status_code())
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     async def request(self, raw: bytes) -> int:
         self._waiter = asyncio.get_running_loop().create_future()
@@ -117,9 +123,18 @@ async def _http_sender(queue, rec: _Recorder, host: str, port: int, raw: bytes) 
         rec.sent += 1
         rec.lags.append(time.monotonic() - due)
         try:
-            if conn is None or conn.transport.is_closing():
+            reused = conn is not None and conn.usable
+            if not reused:
                 _, conn = await loop.create_connection(_HttpConnection, host, port)
-            status = await conn.request(raw)
+            try:
+                status = await conn.request(raw)
+            except ConnectionError:
+                if not reused:
+                    raise
+                # The server closed an idle keep-alive connection as we sent: retry once on a
+                # new one, as HTTP clients do; the time lost still counts from the due time.
+                _, conn = await loop.create_connection(_HttpConnection, host, port)
+                status = await conn.request(raw)
         except Exception as exc:  # noqa: BLE001 - a failed request is counted, never fatal
             rec.error(type(exc).__name__)
             conn = None

@@ -24,6 +24,12 @@ def _pyplot():
     return plt
 
 
+def matplotlib_ticker():
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
 def _grid(plt, count: int, width: float = 4.2, height: float = 3.2):
     cols = min(4, max(1, count))
     rows = math.ceil(count / cols)
@@ -80,6 +86,9 @@ def _throughput(plt, results: dict):
                     linestyle="--" if server.startswith(("ceiling", "grpc-echo")) else "-")
             ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.15, color=COLOURS.get(server))
         ax.set_xscale("log", base=2)
+        concs = results["config"]["concurrency"]
+        ax.set_xticks(concs, [str(c) for c in concs])
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_title(scenario, fontsize=9)
         ax.set_xlabel("concurrency")
@@ -153,6 +162,8 @@ def _targets(plt, results: dict):
                   fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
     ax.set_xlabel("measured ratio / target ratio (≥ 1 meets the target)")
     ax.set_title("fastseldon against the issue's targets")
     fig.tight_layout()

@@ -60,10 +60,19 @@ def render(results: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def covered(results: dict, row: dict) -> bool:
+    """Whether this run measured (or tried to measure) both sides of a ratio row."""
+    cfg = results["config"]
+    baselines = {"grpc-echo-best": {"grpc-echo-threaded", "grpc-echo-aio"}}.get(row["baseline"], {row["baseline"]})
+    return (row["scenario"] in cfg["scenarios"] and row["baseline_scenario"] in cfg["scenarios"]
+            and "fastseldon" in cfg["servers"] and bool(baselines & set(cfg["servers"])))
+
+
 def _targets(results: dict) -> list[str]:
-    rows = [r for r in results["ratios"] if r["minimum"] is not None]
+    all_rows = [r for r in results["ratios"] if r["minimum"] is not None]
+    rows = [r for r in all_rows if covered(results, r)]
     if not rows:
-        return []
+        return ["## Targets (issue 5)", "", "This run's scenarios and servers cover none of the targets.", ""]
     out = ["## Targets (issue 5)", "",
            "| target | fastseldon scenario | fastseldon req/s | baseline (scenario) | baseline req/s | ratio | target | status |",
            "|---|---|---:|---|---:|---:|---:|---|"]
@@ -71,6 +80,8 @@ def _targets(results: dict) -> list[str]:
         base = r["baseline"] + ("" if r["baseline_scenario"] == r["scenario"] else f" ({r['baseline_scenario']})")
         out.append(f"| {r['label']} | {r['scenario']} | {_rps(r['fastseldon_rps'])} | {base} | "
                    f"{_rps(r['baseline_rps'])} | {_ratio(r['ratio'])} | {_ratio(r['minimum'])} | {r['status']} |")
+    if len(rows) < len(all_rows):
+        out += ["", f"{len(all_rows) - len(rows)} more target(s) need scenarios or servers this run did not include."]
     return out + [""]
 
 
