@@ -120,7 +120,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.pipeline: deque[Request] = deque()
         self.busy = False
-        self.keepalive_handle: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # loop time the connection went idle; None while busy
         self.reading_paused = False
         self.writing_paused = False
         self.closed = False
@@ -136,16 +136,16 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.state.connections.add(self)
-        self._arm_keepalive()
+        self.idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.state.connections.discard(self)
-        self._cancel_keepalive()  # always, RST or not: a live timer keeps the whole graph alive
         self.pipeline.clear()
 
     def data_received(self, data: bytes) -> None:
-        self._cancel_keepalive()
+        if self.idle_since is not None:
+            self.idle_since = self.loop.time()  # a request is arriving: its clock restarts
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -222,6 +222,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, request: Request) -> None:
         self.busy = True
+        self.idle_since = None
         started = time.perf_counter()
         try:
             handler = self.router.resolve(request.method, request.path)
@@ -285,7 +286,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.reading_paused = False
             self._start(next_request)
         else:
-            self._arm_keepalive()
+            self.idle_since = self.loop.time()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer an unreadable or oversized request and close: the stream can't be trusted after it."""
@@ -297,26 +298,22 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(_encode_head(response, False) + response.body)
         self.transport.close()
 
-    # -- keep-alive and shutdown
-
-    def _arm_keepalive(self) -> None:
-        self._cancel_keepalive()
-        if self.keepalive_timeout > 0:
-            self.keepalive_handle = self.loop.call_later(self.keepalive_timeout, self._idle_timeout)
-
-    def _cancel_keepalive(self) -> None:
-        if self.keepalive_handle is not None:
-            self.keepalive_handle.cancel()
-            self.keepalive_handle = None
-
-    def _idle_timeout(self) -> None:
-        if not self.busy and self.transport is not None:
-            self.transport.close()
+    # -- shutdown
 
     def shutdown(self) -> None:
         """Close now if idle; otherwise the in-flight response goes out with connection: close."""
         if not self.busy and not self.pipeline and self.transport is not None:
             self.transport.close()
+
+
+def close_idle(state: ServerState, now: float) -> None:
+    """The keep-alive timeout, for all connections at once: one sweep per worker every half
+    second instead of a timer armed and cancelled on every request. Keep it above the idle
+    timeout of any proxy in front (nginx, ingress), or the proxy will reuse a closed socket."""
+    for conn in list(state.connections):
+        if conn.idle_since is not None and not conn.busy and now - conn.idle_since > conn.keepalive_timeout > 0:
+            if conn.transport is not None:
+                conn.transport.close()
 
 
 async def serve(router: Router, sock: Any, *, max_body: int, keepalive_timeout: float, access: bool = False

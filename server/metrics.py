@@ -65,6 +65,7 @@ class Metrics:
 
         self._settings = settings
         self._lock = threading.Lock()
+        self.flush_interval = 0.5
         image = settings.predictive_unit_image
         image_name, _, image_version = image.rpartition(":") if ":" in image else (image, "", "")
         na = "NOT_IMPLEMENTED"
@@ -92,21 +93,37 @@ class Metrics:
         )
         self._feedback = Counter("seldon_api_model_feedback", "Feedback calls with a non-zero reward", list(self._default_labels), registry=None)
         self._reward = Counter("seldon_api_model_feedback_reward", "Sum of feedback rewards", list(self._default_labels), registry=None)
-        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._pending: dict[tuple[str, str, str], list[Any]] = {}  # key -> [count, sum, per-bucket counts]
         self._custom: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
     def observe(self, endpoint: str, protocol: str, code: str, seconds: float) -> None:
+        """Count one request. Cheap on purpose: it only updates a local tally that ``flush``
+        writes to the shared metric files (each multiprocess write costs a lock and a pid check)."""
         key = (endpoint, protocol, code)
-        children = self._request_children.get(key)
-        if children is None:
-            model = self._settings.model_name
-            children = (
-                self._requests.labels(model, endpoint, protocol, code),
-                self._latency.labels(model, endpoint, protocol),
-            )
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        with self._lock:  # gRPC threads and the event loop both count
+            tally = self._pending.get(key)
+            if tally is None:
+                tally = self._pending[key] = [0, 0.0, [0] * len(REQUEST_BUCKETS)]
+            tally[0] += 1
+            tally[1] += seconds
+            buckets = tally[2]
+            for i, bound in enumerate(REQUEST_BUCKETS):
+                if seconds <= bound:
+                    buckets[i] += 1
+                    break
+
+    def flush(self) -> None:
+        """Move local tallies into the Prometheus metrics; the worker calls it about once a second."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        model = self._settings.model_name
+        for (endpoint, protocol, code), (count, total, buckets) in pending.items():
+            self._requests.labels(model, endpoint, protocol, code).inc(count)
+            hist = self._latency.labels(model, endpoint, protocol)
+            hist._sum.inc(total)  # prometheus_client has no bulk observe; these are its own per-bucket values
+            for i, n in enumerate(buckets):
+                if n:
+                    hist._buckets[i].inc(n)
 
     def feedback(self, reward: float) -> None:
         if reward:

@@ -8,6 +8,7 @@ wrapper would have sent for the same request, following its rules for which data
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,7 +232,12 @@ def _names_for(arr: np.ndarray, class_names: list[str] | None) -> list[str]:
         return []
     if class_names is not None:
         return list(class_names)
-    return [f"t:{i}" for i in range(arr.shape[1])]
+    return list(_default_names(arr.shape[1]))
+
+
+@functools.lru_cache(maxsize=256)
+def _default_names(columns: int) -> tuple[str, ...]:
+    return tuple(f"t:{i}" for i in range(columns))
 
 
 def _data_kind(reply_kind: str, arr: np.ndarray) -> str:

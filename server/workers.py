@@ -32,7 +32,7 @@ class StartupError(Exception):
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(settings: Settings, http_sock: socket.socket | None, ready_fd: int) -> int:
+def _worker_main(settings: Settings, ready_fd: int) -> int:
     """Body of a forked worker; returns its exit status."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -41,7 +41,7 @@ def _worker_main(settings: Settings, http_sock: socket.socket | None, ready_fd: 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_worker(settings, http_sock, ready_fd))
+        return loop.run_until_complete(_worker(settings, ready_fd))
     finally:
         loop.close()
 
@@ -54,7 +54,7 @@ def _report(fd: int, message: bytes) -> None:
         pass
 
 
-async def _worker(settings: Settings, http_sock: socket.socket | None, ready_fd: int) -> int:
+async def _worker(settings: Settings, ready_fd: int) -> int:
     from fastseldon import http
     from fastseldon.app import App
     from fastseldon.user_model import ModelLoadError, UserModel, call_load, construct, parse_parameters
@@ -70,8 +70,8 @@ async def _worker(settings: Settings, http_sock: socket.socket | None, ready_fd:
             attach_batcher(app)
         extensions = _load_extensions(app)
         http_server = state = None
-        if http_sock is not None:
-            http_server, state = await http.serve(app.router, http_sock, max_body=settings.max_body_bytes,
+        if settings.http_enabled:
+            http_server, state = await http.serve(app.router, worker_http_socket(settings), max_body=settings.max_body_bytes,
                                                   keepalive_timeout=settings.keepalive_timeout, access=settings.access_log)
         grpc_server = None
         if settings.grpc_enabled:
@@ -93,10 +93,13 @@ async def _worker(settings: Settings, http_sock: socket.socket | None, ready_fd:
     parent = os.getppid()
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), 1.0)
+            await asyncio.wait_for(stop.wait(), app.metrics.flush_interval)
         except asyncio.TimeoutError:
             if os.getppid() != parent:  # the supervisor was killed: don't linger as an orphan
                 break
+        app.metrics.flush()
+        if state is not None:
+            http.close_idle(state, loop.time())
     grace = settings.graceful_timeout
     grpc_done = grpc_server.stop(grace) if grpc_server is not None else None
     if http_server is not None and state is not None:
@@ -104,6 +107,7 @@ async def _worker(settings: Settings, http_sock: socket.socket | None, ready_fd:
     if grpc_done is not None:
         await loop.run_in_executor(None, grpc_done.wait, grace + 1)
     app.executor.shutdown(wait=False, cancel_futures=True)
+    app.metrics.flush()
     return 0
 
 
@@ -123,30 +127,34 @@ def _load_extensions(app: Any) -> list[Any]:
 # --------------------------------------------------------------------------- supervisor side
 
 
-def bind_http(settings: Settings) -> socket.socket:
+def _reuseport_socket(settings: Settings, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((settings.host, settings.http_port))
-    except OSError as exc:
+        sock.bind((settings.host, port))
+    except OSError:
         sock.close()
-        raise StartupError(f"cannot bind HTTP port {settings.host}:{settings.http_port}: {exc.strerror}") from None
+        raise
+    return sock
+
+
+def worker_http_socket(settings: Settings) -> socket.socket:
+    """Each worker listens on its own SO_REUSEPORT socket: the kernel spreads connections
+    evenly, where one inherited socket lets whichever worker wakes first take them all."""
+    sock = _reuseport_socket(settings, settings.http_port)
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
-def _check_grpc_port(settings: Settings) -> None:
-    """Fail fast, in the supervisor, when something else already holds the gRPC port."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            probe.bind((settings.host, settings.grpc_port))
-        except OSError as exc:
-            raise StartupError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}: {exc.strerror}") from None
+def reserve_port(settings: Settings, port: int, what: str) -> socket.socket:
+    """Bound, never listening: holds the port for the workers and fails fast when it is taken."""
+    try:
+        return _reuseport_socket(settings, port)
+    except OSError as exc:
+        raise StartupError(f"cannot bind {what} port {settings.host}:{port}: {exc.strerror}") from None
 
 
 class Supervisor:
@@ -155,7 +163,7 @@ class Supervisor:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.workers: dict[int, int] = {}  # pid -> slot
-        self.http_sock: socket.socket | None = None
+        self.reserved: list[socket.socket] = []
         self.stopping = False
         self.metrics_dir = ""
 
@@ -166,7 +174,9 @@ class Supervisor:
             os.close(read_fd)
             code = 1
             try:
-                code = _worker_main(self.settings, self.http_sock, write_fd)
+                for sock in self.reserved:
+                    sock.close()
+                code = _worker_main(self.settings, write_fd)
             except BaseException:  # noqa: BLE001
                 logging.getLogger("fastseldon").exception("worker crashed")
             finally:
@@ -205,9 +215,9 @@ class Supervisor:
         self.metrics_dir = metrics_mod.prepare_multiprocess_dir()
         try:
             if s.http_enabled:
-                self.http_sock = bind_http(s)
+                self.reserved.append(reserve_port(s, s.http_port, "HTTP"))
             if s.grpc_enabled:
-                _check_grpc_port(s)
+                self.reserved.append(reserve_port(s, s.grpc_port, "gRPC"))
             metrics_server = metrics_mod.start_metrics_server(s) if s.metrics_port > 0 else None
         except OSError as exc:
             raise StartupError(f"cannot bind metrics port {s.host}:{s.metrics_port}: {exc.strerror}") from None
@@ -231,7 +241,10 @@ class Supervisor:
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
-            metrics_mod.remove_multiprocess_dir(self.metrics_dir) if "fastseldon-metrics-" in self.metrics_dir else None
+            for sock in self.reserved:
+                sock.close()
+            if "fastseldon-metrics-" in self.metrics_dir:  # ours, not a directory the user chose
+                metrics_mod.remove_multiprocess_dir(self.metrics_dir)
         return 0
 
     def _on_stop(self, signum: int, frame: Any) -> None:

@@ -53,6 +53,15 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def scrape(self, needle: str, timeout: float = 5.0) -> str:
+        """The metrics text once it contains ``needle`` (workers flush about twice a second)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = requests.get(self.metrics_url, timeout=5).text
+            if needle in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

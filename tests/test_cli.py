@@ -85,8 +85,7 @@ def test_typed_parameters_reach_the_constructor():
         out = requests.post(server.url + "/predict", json={"data": {"ndarray": [[1]]}}, timeout=5).json()
         assert out["data"]["ndarray"] == [[3.0]]
         assert out["meta"]["tags"] == {"label": "x", "flag": True, "count": 3}
-        text = requests.get(server.metrics_url, timeout=5).text
-        assert 'model="iris"' in text
+        assert 'model="iris"' in server.scrape('model="iris"')
 
 
 def test_parse_parameters_types():
