@@ -14,11 +14,15 @@ from typing import Any, Awaitable, Callable, Generator
 
 import numpy as np
 
-from fastseldon.errors import BadMetadata, BadMetric, BadRequest, FastSeldonError, NotImplementedHook, UserModelError
+from fastseldon.codec.datatypes import datatype_for, dtype_for
+from fastseldon.errors import (
+    BadMetadata, BadMetric, BadRequest, CodecError, FastSeldonError, NotImplementedHook, UserModelError,
+)
 from fastseldon.metrics import Metrics
 from fastseldon.seldon_protocol import DATA_KINDS, Message, Reply, message_from_proto
 from fastseldon.settings import Settings
 from fastseldon.user_model import Hook, UserModel, is_not_implemented
+from fastseldon.v2_protocol import InferRequest, InferResult, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +187,85 @@ class SeldonService:
         data, tags, metrics = _unwrap(out)
         return (yield from self._reply(data, "none", [{}], "health", tags, metrics))
 
+    # -- Open Inference Protocol (V2)
+
+    def infer(self, request: InferRequest) -> Steps:
+        """V2 inference on the user's predict (or predict_raw); returns an InferResult.
+
+        Inputs: one input -> ``predict(array, [])``; several -> ``predict({name: array}, [names])``.
+        ``predict_raw`` gets ``request.as_dict()``; a dict with ``outputs`` it returns is a V2
+        response, anything else is mapped like predict's result (see ``_v2_outputs``).
+        The hook's ``meta`` holds the request's ``id`` and ``parameters`` when it sent them.
+        """
+        for hook in self.model.predict:
+            try:
+                if hook.raw:
+                    out = yield Call(hook, (request.as_dict(),))
+                else:
+                    inputs = request.inputs
+                    meta = {k: v for k, v in (("id", request.id), ("parameters", request.parameters)) if v}
+                    if len(inputs) == 1:
+                        x = inputs[0].data
+                        out = yield Call(hook, (x, []), _call_kwargs(hook, meta),
+                                         batchable=x.ndim > 0 and x.dtype.kind in "biuf")
+                    else:
+                        out = yield Call(hook, ({t.name: t.data for t in inputs}, [t.name for t in inputs]),
+                                         _call_kwargs(hook, meta))
+            except Exception as exc:
+                if is_not_implemented(exc):
+                    continue
+                raise
+            break
+        else:
+            raise NotImplementedHook("predict not defined")
+        raw = hook.raw
+        data, _tags, runtime_metrics = _unwrap(out)
+        metrics = validate_metrics((yield Call(self.model.metrics)) or []) if self.model.metrics is not None else []
+        if runtime_metrics:
+            metrics += validate_metrics(runtime_metrics)
+        if metrics:
+            self.metrics.record_custom(metrics, "predict")
+        parameters: dict[str, Any] = {}
+        if raw and isinstance(data, dict) and isinstance(data.get("outputs"), list):
+            parameters = data.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise UserModelError(f"predict_raw returned parameters that are not a dict: {parameters!r}")
+            outputs = [_v2_raw_output(item, i) for i, item in enumerate(data["outputs"])]
+        else:
+            outputs = self._v2_outputs(data)
+        if request.outputs is not None:
+            by_name = {t.name: t for t in outputs}
+            missing = [o.name for o in request.outputs if o.name not in by_name]
+            if missing:
+                raise BadRequest(f"Unknown output(s) {missing}; the model's outputs are {list(by_name)}")
+            outputs = [by_name[o.name] for o in request.outputs]
+        return InferResult(outputs, parameters)
+
+    def _v2_outputs(self, data: Any) -> list[Tensor]:
+        """Name predict's result as V2 outputs.
+
+        - a dict: one output per entry, named by its key;
+        - a tuple or list of numpy arrays: several outputs, named after init_metadata()'s
+          ``outputs`` when the counts match, else after ``class_names`` when the counts match,
+          else ``output-0``, ``output-1``, ...;
+        - anything else: one output, named after init_metadata()'s only output, else ``output-0``.
+        Datatypes follow the arrays' dtypes (str/bytes -> BYTES).
+        """
+        if isinstance(data, dict):
+            return [_v2_tensor(str(k), v) for k, v in data.items()]
+        several = isinstance(data, (list, tuple)) and bool(data) and all(isinstance(v, np.ndarray) for v in data)
+        values = list(data) if several else [data]
+        declared = [o["name"] for o in self.metadata.get("outputs") or [] if isinstance(o, dict) and isinstance(o.get("name"), str)]
+        if len(declared) == len(values):
+            names = declared
+        else:
+            class_names = self.model.class_names() if several else None
+            if class_names is not None and len(class_names) == len(values):
+                names = [str(n) for n in class_names]
+            else:
+                names = [f"output-{i}" for i in range(len(values))]
+        return [_v2_tensor(n, v) for n, v in zip(names, values)]
+
     # -- shared pieces
 
     def _unit(self, hooks: tuple[Hook, ...], msg: Message, method: str, default: Callable[[Message], Any]) -> Steps:
@@ -321,6 +404,45 @@ class SeldonService:
         if self.metadata_error:
             raise BadMetadata(self.metadata_error)
         return self.metadata
+
+
+# --------------------------------------------------------------------------- V2 outputs
+
+
+def _v2_tensor(name: str, value: Any, datatype: str | None = None) -> Tensor:
+    """A model's output value as a named V2 tensor; values numpy can't type are the model's fault."""
+    try:
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if datatype is not None:
+            arr = arr if datatype == "BYTES" else arr.astype(dtype_for(datatype), copy=False)
+        else:
+            datatype = datatype_for(arr.dtype)
+    except (CodecError, ValueError, TypeError, OverflowError) as exc:
+        raise UserModelError(f"Model output {name!r} is not a V2 tensor: {exc}") from None
+    if datatype == "BYTES":
+        if arr.dtype.kind == "O" and not all(isinstance(v, (bytes, str)) for v in arr.flat):
+            raise UserModelError(f"Model output {name!r} holds objects that are neither str nor bytes")
+        if arr.dtype.kind not in "OSU":
+            raise UserModelError(f"Model output {name!r} is declared BYTES but holds {arr.dtype} values")
+    return Tensor(name, datatype, arr)
+
+
+def _v2_raw_output(item: Any, index: int) -> Tensor:
+    """One ``outputs`` entry of a V2 response dict returned by predict_raw."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or "data" not in item:
+        raise UserModelError(f"predict_raw outputs[{index}] needs a name and data")
+    datatype = item.get("datatype")
+    tensor = _v2_tensor(item["name"], item["data"], datatype if isinstance(datatype, str) else None)
+    shape = item.get("shape")
+    if shape is not None:
+        try:
+            tensor.data = tensor.data.reshape(shape)
+        except (ValueError, TypeError) as exc:
+            raise UserModelError(f"predict_raw output {item['name']!r}: data does not fit shape {shape}: {exc}") from None
+    params = item.get("parameters")
+    if isinstance(params, dict):
+        tensor.parameters = dict(params)
+    return tensor
 
 
 # --------------------------------------------------------------------------- drivers

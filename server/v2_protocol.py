@@ -1,0 +1,688 @@
+"""Open Inference Protocol (V2): REST JSON, the binary tensor extension and gRPC <-> numpy.
+
+The adapter half turns wire bytes into an ``InferRequest`` (named numpy tensors) and an
+``InferResult`` back into bytes; element-wise work is the codec's. ``register(app)`` adds
+the V2 REST routes and ``inference.GRPCInferenceService`` methods to a worker's App, so V2
+clients reach the same model on the same ports as Seldon v1 clients.
+
+Framing rules (see the protocol notes): a REST body with ``Inference-Header-Content-Length``
+is that many bytes of JSON followed by the binary chunks of the inputs that carry
+``parameters.binary_data_size``, in input order; binary inputs become read-only numpy views
+onto the body. Outputs go binary when the requested output says ``binary_data`` or the
+request says ``binary_data_output``. gRPC replies use ``raw_output_contents`` (what
+tritonclient reads) unless the request itself used typed ``contents``.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from fastseldon import __version__, codec
+
+if not hasattr(codec, "parse_v2_json"):  # until codec/__init__ exports the V2 functions
+    from fastseldon.codec import reference as codec  # type: ignore[no-redef]
+from fastseldon.codec.datatypes import check_shape, dtype_for
+from fastseldon.errors import BadRequest, CodecError, FastSeldonError, MethodNotAllowed, NotFound, PayloadTooLarge
+from fastseldon.http import JSON, Request, Response
+from fastseldon.proto import grpc_service_pb2 as pb
+
+SERVER_NAME = "fastseldon"
+EXTENSIONS = ("binary_tensor_data",)
+DEFAULT_OUTPUT = "output-0"
+OCTET_STREAM = b"application/octet-stream"
+HEADER_LENGTH = b"inference-header-content-length"  # request headers arrive lower-cased
+HEADER_LENGTH_OUT = b"Inference-Header-Content-Length"  # as Triton writes it
+GRPC_SERVICE = "/inference.GRPCInferenceService/"
+
+# typed gRPC contents field per datatype (FP16 has none: it travels raw only)
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_JSON_PARAM_TYPES = (bool, int, float, str)
+
+
+# --------------------------------------------------------------------------- in-memory form
+
+
+@dataclass(slots=True)
+class Tensor:
+    """One named tensor: the array plus its V2 datatype (BYTES tensors are object arrays of bytes)."""
+
+    name: str
+    datatype: str
+    data: np.ndarray
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool | None = None  # None: follow the request's binary_data_output
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded V2 inference request, whatever wire it came on."""
+
+    model_name: str
+    model_version: str
+    id: str | None
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    typed_contents: bool = False  # gRPC request used InferTensorContents: answer in kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """The request as ``predict_raw`` receives it: V2 JSON shape, ``data`` already numpy."""
+        doc: dict[str, Any] = {
+            "model_name": self.model_name,
+            "inputs": [
+                {"name": t.name, "datatype": t.datatype, "shape": list(t.data.shape), "parameters": dict(t.parameters), "data": t.data}
+                for t in self.inputs
+            ],
+            "parameters": dict(self.parameters),
+        }
+        if self.model_version:
+            doc["model_version"] = self.model_version
+        if self.id is not None:
+            doc["id"] = self.id
+        if self.outputs is not None:
+            doc["outputs"] = [{"name": o.name, "parameters": dict(o.parameters)} for o in self.outputs]
+        return doc
+
+
+@dataclass(slots=True)
+class InferResult:
+    """What the service hands back: named output tensors and optional response parameters."""
+
+    outputs: list[Tensor]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- REST decoding
+
+
+def _inflate(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's opt-in request compression)."""
+    encoding = encoding.strip().lower()
+    if encoding in (b"", b"identity"):
+        return body
+    if encoding == b"gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == b"deflate":
+        inflater = zlib.decompressobj()
+    else:
+        raise FastSeldonError(f"Unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate", http_status=415)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"Request body is not valid {encoding.decode()} data: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"Decompressed request body is over the limit of {limit} bytes")
+    return out
+
+
+def _json_length(value: bytes) -> int:
+    if not value.strip().isdigit():
+        raise BadRequest(f"Inference-Header-Content-Length must be a non-negative integer, got {value.decode('latin-1')!r}")
+    return int(value)
+
+
+def decode_rest_request(body: bytes, headers: dict[bytes, bytes], model_name: str, model_version: str,
+                        max_body: int = 1 << 62) -> InferRequest:
+    """A V2 REST inference body (JSON, or JSON + binary chunks) -> InferRequest."""
+    if b"content-encoding" in headers:
+        body = _inflate(body, headers[b"content-encoding"], max_body)
+    header = headers.get(HEADER_LENGTH)
+    if header is None:
+        doc = _parse_json(body)
+        binary = None
+    else:
+        length = _json_length(header)
+        if length == 0:
+            raise BadRequest("Inference-Header-Content-Length: 0 (a raw binary request without JSON) is not supported; "
+                             "send the JSON header with binary_data_size per input")
+        if length > len(body):
+            raise BadRequest(f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes")
+        view = memoryview(body)
+        doc = _parse_json(view[:length])
+        binary = view[length:]
+    return request_from_json(doc, binary, model_name, model_version)
+
+
+def _parse_json(body: Any) -> Any:
+    try:
+        return codec.parse_v2_json(body)
+    except CodecError as exc:
+        raise _locate(body, exc) from None
+
+
+def _locate(body: Any, exc: CodecError) -> FastSeldonError:
+    """Name the input a tensor decoding error came from (error path only: parses again)."""
+    try:
+        doc = codec.loads(body)
+    except CodecError:
+        return exc
+    for i, item in enumerate(doc.get("inputs") or [] if isinstance(doc, dict) else []):
+        if isinstance(item, dict) and "data" in item:
+            try:
+                codec.v2_json_tensor(item["data"], item.get("datatype"), item.get("shape"))
+            except CodecError as inner:
+                return BadRequest(f"Input {_label(item, i)}: {inner.message}")
+    return exc
+
+
+def _label(item: dict[str, Any], index: int) -> str:
+    name = item.get("name")
+    return repr(name) if isinstance(name, str) else f"#{index}"
+
+
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where} parameters must be a JSON object, got {params!r}")
+    return params
+
+
+def _flag(params: dict[str, Any], key: str, where: str) -> bool | None:
+    value = params.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise BadRequest(f"{where} parameter {key} must be true or false, got {value!r}")
+
+
+def request_from_json(doc: Any, binary: memoryview | None, model_name: str, model_version: str) -> InferRequest:
+    """Validate a parsed V2 request (inputs' ``data`` possibly already arrays) and attach binary chunks."""
+    if not isinstance(doc, dict):
+        raise BadRequest("A V2 inference request must be a JSON object")
+    items = doc.get("inputs")
+    if not isinstance(items, list) or not items:
+        raise BadRequest("A V2 inference request needs a non-empty 'inputs' list")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest(f"Request id must be a string, got {request_id!r}")
+    inputs: list[Tensor] = []
+    offset = 0
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadRequest(f"inputs[{i}] must be a JSON object")
+        name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"inputs[{i}] needs a 'name' string")
+        if name in seen:
+            raise BadRequest(f"Input {name!r} appears more than once")
+        seen.add(name)
+        if not isinstance(datatype, str):
+            raise BadRequest(f"Input {name!r} needs a 'datatype' string")
+        params = _parameters(item, f"Input {name!r}")
+        size = params.get("binary_data_size")
+        try:
+            if size is not None:
+                if "data" in item:
+                    raise BadRequest(f"Input {name!r} has both 'data' and binary_data_size")
+                if binary is None:
+                    raise BadRequest(f"Input {name!r} has binary_data_size but the request has no "
+                                     "Inference-Header-Content-Length header")
+                if type(size) is not int or size < 0:
+                    raise BadRequest(f"Input {name!r} binary_data_size must be a non-negative integer, got {size!r}")
+                if offset + size > len(binary):
+                    raise BadRequest(f"Input {name!r} binary_data_size {size} runs past the end of the body "
+                                     f"({len(binary) - offset} binary bytes left)")
+                data = codec.decode_raw(binary[offset:offset + size], datatype, shape)
+                offset += size
+                params = {k: v for k, v in params.items() if k != "binary_data_size"}
+            elif "data" in item:
+                data = item["data"]
+                if not isinstance(data, np.ndarray):
+                    data = codec.v2_json_tensor(data, datatype, shape)
+            else:
+                raise BadRequest(f"Input {name!r} has neither 'data' nor binary_data_size")
+        except CodecError as exc:
+            raise BadRequest(f"Input {name!r}: {exc.message}") from None
+        inputs.append(Tensor(name, datatype, data, params))
+    if binary is not None and offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input "
+                         "(binary_data_size values do not add up to the body)")
+    outputs = None
+    if "outputs" in doc and doc["outputs"] is not None:
+        if not isinstance(doc["outputs"], list):
+            raise BadRequest("'outputs' must be a list of {name, parameters}")
+        outputs = []
+        for i, item in enumerate(doc["outputs"]):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise BadRequest(f"outputs[{i}] needs a 'name' string")
+            oparams = _parameters(item, f"Output {item['name']!r}")
+            outputs.append(RequestedOutput(item["name"], _flag(oparams, "binary_data", f"Output {item['name']!r}"), oparams))
+    params = _parameters(doc, "Request")
+    _flag(params, "binary_data_output", "Request")
+    return InferRequest(model_name, model_version, request_id, inputs, outputs, params)
+
+
+# --------------------------------------------------------------------------- REST encoding
+
+
+def encode_rest_response(result: InferResult, request: InferRequest, model_name: str, model_version: str
+                         ) -> Response:
+    """InferResult -> V2 REST response: JSON, plus binary chunks for outputs asked for as binary."""
+    default_binary = bool(request.parameters.get("binary_data_output", False))
+    flags = {o.name: o.binary for o in request.outputs} if request.outputs else {}
+    outputs: list[dict[str, Any]] = []
+    chunks: list[Any] = []
+    for tensor in result.outputs:
+        flag = flags.get(tensor.name)
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.data.shape)}
+        params = dict(tensor.parameters)
+        if default_binary if flag is None else flag:
+            raw = codec.encode_raw(tensor.data, tensor.datatype)
+            params["binary_data_size"] = memoryview(raw).nbytes
+            chunks.append(raw)
+        else:
+            entry["data"] = codec.v2_json_data(tensor.data)
+        if params:
+            entry["parameters"] = params
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": model_name}
+    if model_version:
+        doc["model_version"] = model_version
+    if request.id is not None:
+        doc["id"] = request.id
+    if result.parameters:
+        doc["parameters"] = result.parameters
+    doc["outputs"] = outputs
+    head = codec.dumps(doc)
+    if not chunks:
+        return Response(200, head, JSON)
+    return Response(200, b"".join([head, *chunks]), OCTET_STREAM, [(HEADER_LENGTH_OUT, str(len(head)).encode())])
+
+
+# --------------------------------------------------------------------------- gRPC decoding / encoding
+
+
+def param_value(p: Any) -> Any:
+    """InferParameter -> Python value."""
+    which = p.WhichOneof("parameter_choice")
+    return getattr(p, which) if which else None
+
+
+def _set_param(target: Any, key: str, value: Any) -> None:
+    p = target[key]
+    if isinstance(value, bool):
+        p.bool_param = value
+    elif isinstance(value, int):
+        if value >= 1 << 63:
+            p.uint64_param = value
+        else:
+            p.int64_param = value
+    elif isinstance(value, float):
+        p.double_param = value
+    else:
+        p.string_param = str(value)
+
+
+def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: Any) -> np.ndarray:
+    dtype = dtype_for(datatype)
+    field_name = _CONTENTS_FIELD.get(datatype)
+    if field_name is None:
+        raise BadRequest(f"Input {name!r}: {datatype} has no typed contents field; send it in raw_input_contents")
+    values = getattr(contents, field_name)
+    count = 1
+    for dim in shape:
+        count *= dim
+    if len(values) != count:
+        raise BadRequest(f"Input {name!r}: {field_name} has {len(values)} elements but shape {list(shape)} needs {count}")
+    if datatype == "BYTES":
+        arr = np.empty(count, dtype=object)
+        arr[:] = list(values)
+    else:
+        wide = np.array(values, dtype=np.int64 if field_name == "int_contents" else None)
+        if datatype in ("INT8", "INT16", "UINT8", "UINT16") and wide.size:
+            info = np.iinfo(dtype)
+            if wide.min() < info.min or wide.max() > info.max:
+                raise BadRequest(f"Input {name!r}: a value is out of range for {datatype}")
+        arr = wide.astype(dtype, copy=False) if wide.size else np.empty(0, dtype)
+    return arr.reshape(shape)
+
+
+def decode_grpc_request(body: bytes) -> InferRequest:
+    """ModelInferRequest bytes -> InferRequest; raw_input_contents become views onto ``body``."""
+    msg, raws = codec.decode_infer_request(body)
+    if not msg.inputs:
+        raise BadRequest("ModelInferRequest needs at least one input")
+    if raws and len(raws) != len(msg.inputs):
+        raise BadRequest(f"raw_input_contents has {len(raws)} entries for {len(msg.inputs)} inputs")
+    inputs: list[Tensor] = []
+    seen: set[str] = set()
+    for i, item in enumerate(msg.inputs):
+        name = item.name
+        if not name:
+            raise BadRequest(f"inputs[{i}] needs a name")
+        if name in seen:
+            raise BadRequest(f"Input {name!r} appears more than once")
+        seen.add(name)
+        try:
+            shape = check_shape(list(item.shape))
+            if raws:
+                if item.HasField("contents"):
+                    raise BadRequest(f"Input {name!r} has typed contents although raw_input_contents is used")
+                data = codec.decode_raw(raws[i], item.datatype, shape)
+            else:
+                data = _typed_tensor(name, item.datatype, shape, item.contents)
+        except CodecError as exc:
+            raise BadRequest(f"Input {name!r}: {exc.message}") from None
+        params = {k: param_value(v) for k, v in item.parameters.items()}
+        inputs.append(Tensor(name, item.datatype, data, params))
+    outputs = None
+    if msg.outputs:
+        outputs = [RequestedOutput(o.name, None, {k: param_value(v) for k, v in o.parameters.items()}) for o in msg.outputs]
+    params = {k: param_value(v) for k, v in msg.parameters.items()}
+    return InferRequest(msg.model_name, msg.model_version, msg.id or None, inputs, outputs, params, typed_contents=not raws)
+
+
+def encode_grpc_response(result: InferResult, request: InferRequest, model_name: str, model_version: str) -> bytes:
+    """InferResult -> ModelInferResponse bytes (raw_output_contents, or typed contents in kind)."""
+    msg = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request.id or "")
+    for key, value in result.parameters.items():
+        _set_param(msg.parameters, key, value)
+    typed = request.typed_contents and all(t.datatype in _CONTENTS_FIELD for t in result.outputs)
+    raws: list[Any] = []
+    for tensor in result.outputs:
+        out = msg.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
+        for key, value in tensor.parameters.items():
+            _set_param(out.parameters, key, value)
+        if typed:
+            values = getattr(out.contents, _CONTENTS_FIELD[tensor.datatype])
+            flat = tensor.data.reshape(-1)
+            if tensor.datatype == "BYTES":
+                values.extend(v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in flat.tolist())
+            elif flat.size:
+                values.extend(flat.tolist())
+        else:
+            raws.append(codec.encode_raw(tensor.data, tensor.datatype))
+    return codec.encode_infer_response(msg, raws)
+
+
+def _length_delimited(field_number: int, payload: bytes) -> bytes:
+    out = bytearray()
+    value = (field_number << 3) | 2
+    for number in (value, len(payload)):
+        while number >= 0x80:
+            out.append((number & 0x7F) | 0x80)
+            number >>= 7
+        out.append(number)
+    return bytes(out) + payload
+
+
+def stream_reply(response: bytes) -> bytes:
+    """ModelStreamInferResponse{infer_response} around already serialized ModelInferResponse bytes."""
+    return _length_delimited(2, response)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def tensor_metadata(entries: Any) -> list[dict[str, Any]]:
+    """The KFServing-style entries ({name, datatype, shape}) of a Seldon metadata inputs/outputs list."""
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("datatype"), str):
+            shape = entry.get("shape")
+            out.append({"name": entry["name"], "datatype": entry["datatype"],
+                        "shape": [int(d) for d in shape] if isinstance(shape, (list, tuple)) else []})
+    return out
+
+
+def model_metadata(metadata: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """V2 model metadata from the service's Seldon metadata (built from init_metadata())."""
+    versions = [str(v) for v in metadata.get("versions") or [] if v not in (None, "")]
+    doc: dict[str, Any] = {"name": model_name}
+    if versions:
+        doc["versions"] = versions
+    doc["platform"] = str(metadata.get("platform") or "")
+    doc["inputs"] = tensor_metadata(metadata.get("inputs"))
+    doc["outputs"] = tensor_metadata(metadata.get("outputs"))
+    return doc
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class V2Endpoints:
+    """The V2 REST handlers and gRPC methods of one worker, bound to its App and model."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.service = app.service
+        self.model_name: str = app.settings.model_name
+        self.max_body: int = app.settings.max_body_bytes
+        meta = self.service.metadata
+        self.metadata_error: str | None = self.service.metadata_error
+        self.metadata = model_metadata(meta, self.model_name)
+        self.versions: tuple[str, ...] = tuple(self.metadata.get("versions", ()))
+        self.version = self.versions[0] if len(self.versions) == 1 else ""
+        self._live = codec.dumps({"live": True})
+        self._ready = codec.dumps({"ready": True})
+        self._model_ready = codec.dumps({"name": self.model_name, "ready": True})
+        self._server_meta = codec.dumps({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)})
+        self._model_meta = codec.dumps(self.metadata)
+
+    # -- model and version checks
+
+    def check(self, name: str, version: str) -> str:
+        """The version to report, or NotFound for another model or an unknown version."""
+        if name != self.model_name:
+            raise NotFound(f"Model {name!r} is not served here; this server serves {self.model_name!r}")
+        if version and version not in self.versions:
+            known = f"versions {list(self.versions)}" if self.versions else "no versions"
+            raise NotFound(f"Model {name!r} has no version {version!r} (it has {known})")
+        return version or self.version
+
+    def _meta_checked(self) -> None:
+        if self.metadata_error:
+            raise FastSeldonError(self.metadata_error, http_status=500)
+
+    # -- REST
+
+    def add_routes(self) -> None:
+        router = self.app.router
+        timed = self.app._timed_rest
+        router.add(("GET",), ("/v2", "/v2/"), timed("/v2", self.rest_server_metadata))
+        router.add(("GET",), ("/v2/health/live",), self.rest_live)
+        router.add(("GET",), ("/v2/health/ready",), self.rest_ready)
+        router.add(("GET", "POST"), ("/v2/repository/index",), timed("/v2/repository/index", self.rest_repository_index))
+        self._model_routes = {
+            "": ("GET", timed("/v2/models/metadata", self.rest_model_metadata)),
+            "ready": ("GET", timed("/v2/models/ready", self.rest_model_ready)),
+            "infer": ("POST", timed("/v2/models/infer", self.rest_infer)),
+        }
+        # The served model's own paths are exact routes: one dict lookup on the hot path.
+        for version in ("", *self.versions):
+            base = f"/v2/models/{self.model_name}" + (f"/versions/{version}" if version else "")
+            for suffix, (method, handler) in self._model_routes.items():
+                router.add((method,), (base + (f"/{suffix}" if suffix else ""),), handler)
+        router.add_matcher(self.match)
+
+    def match(self, method: str, path: str) -> Callable[[Request], Any] | None:
+        """Other /v2/models/... and /v2/repository/models/... paths: 404/405 with a reason."""
+        if path.startswith("/v2/repository/models/"):
+            parts = path[len("/v2/repository/models/"):].split("/")
+            if len(parts) == 2 and parts[1] in ("load", "unload"):
+                if method != "POST":
+                    raise MethodNotAllowed(f"Method {method} not allowed for {path}; use POST")
+                return self.app._timed_rest("/v2/repository/models", self.rest_repository)
+            return None
+        if not path.startswith("/v2/models/"):
+            return None
+        parts = path[len("/v2/models/"):].split("/")
+        name, version = parts[0], ""
+        if len(parts) >= 3 and parts[1] == "versions":
+            version, parts = parts[2], [name, *parts[3:]]
+        if len(parts) > 2 or not name:
+            return None
+        suffix = parts[1] if len(parts) == 2 else ""
+        if suffix not in self._model_routes:
+            return None
+        self.check(name, version)
+        allowed, handler = self._model_routes[suffix]
+        if method != allowed:
+            raise MethodNotAllowed(f"Method {method} not allowed for {path}; use {allowed}")
+        return handler
+
+    def _path_model(self, path: str) -> tuple[str, str]:
+        """(name, version) from /v2/models/{name}[/versions/{v}][/...]."""
+        parts = path[len("/v2/models/"):].split("/")
+        if len(parts) >= 3 and parts[1] == "versions":
+            return parts[0], parts[2]
+        return parts[0], ""
+
+    async def rest_live(self, request: Request) -> Response:
+        return Response(200, self._live, JSON)
+
+    async def rest_ready(self, request: Request) -> Response:
+        return Response(200, self._ready, JSON)
+
+    async def rest_server_metadata(self, request: Request) -> Response:
+        return Response(200, self._server_meta, JSON)
+
+    async def rest_model_metadata(self, request: Request) -> Response:
+        self.check(*self._path_model(request.path))
+        self._meta_checked()
+        return Response(200, self._model_meta, JSON)
+
+    async def rest_model_ready(self, request: Request) -> Response:
+        self.check(*self._path_model(request.path))
+        return Response(200, self._model_ready, JSON)
+
+    async def rest_infer(self, request: Request) -> Response:
+        name, version = self._path_model(request.path)
+        version = self.check(name, version)
+        infer_request = decode_rest_request(request.body, request.headers, name, version, self.max_body)
+        result = await self.app.run(self.service.infer(infer_request))
+        return encode_rest_response(result, infer_request, self.model_name, version)
+
+    async def rest_repository_index(self, request: Request) -> Response:
+        entry = {"name": self.model_name, "state": "READY"}
+        if self.version:
+            entry["version"] = self.version
+        return Response(200, codec.dumps([entry]), JSON)
+
+    async def rest_repository(self, request: Request) -> Response:
+        name, action = request.path[len("/v2/repository/models/"):].split("/")
+        if action == "load" and name == self.model_name:
+            return Response(200, b"{}", JSON)  # already loaded, and it stays so
+        fixed = f"this server serves one fixed model, {self.model_name!r}, loaded at start-up"
+        if action == "load":
+            raise NotFound(f"Cannot load model {name!r}: {fixed}")
+        if name != self.model_name:
+            raise NotFound(f"Cannot unload model {name!r}: {fixed}")
+        raise FastSeldonError(f"Cannot unload model {name!r}: {fixed}; stop the server instead", http_status=501)
+
+    # -- gRPC (handlers take and return serialized messages; they run on gRPC threads)
+
+    def add_grpc(self) -> None:
+        timed = self.app._timed_grpc
+        methods = self.app.grpc_methods
+        live = pb.ServerLiveResponse(live=True).SerializeToString()
+        ready = pb.ServerReadyResponse(ready=True).SerializeToString()
+        server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS).SerializeToString()
+        methods[GRPC_SERVICE + "ServerLive"] = lambda body: live
+        methods[GRPC_SERVICE + "ServerReady"] = lambda body: ready
+        methods[GRPC_SERVICE + "ServerMetadata"] = lambda body: server_meta
+        methods[GRPC_SERVICE + "ModelReady"] = timed(GRPC_SERVICE + "ModelReady", self.grpc_model_ready)
+        methods[GRPC_SERVICE + "ModelMetadata"] = timed(GRPC_SERVICE + "ModelMetadata", self.grpc_model_metadata)
+        methods[GRPC_SERVICE + "ModelInfer"] = timed(GRPC_SERVICE + "ModelInfer", self.grpc_infer)
+        methods[GRPC_SERVICE + "ModelStreamInfer"] = self._stream_handler()
+
+    def grpc_model_ready(self, body: bytes) -> bytes:
+        req = _parse(pb.ModelReadyRequest, body)
+        self.check(req.name, req.version)
+        return pb.ModelReadyResponse(ready=True).SerializeToString()
+
+    def grpc_model_metadata(self, body: bytes) -> bytes:
+        req = _parse(pb.ModelMetadataRequest, body)
+        self.check(req.name, req.version)
+        self._meta_checked()
+        meta = self.metadata
+        msg = pb.ModelMetadataResponse(name=meta["name"], versions=meta.get("versions", []), platform=meta["platform"])
+        for key, target in (("inputs", msg.inputs), ("outputs", msg.outputs)):
+            for t in meta[key]:
+                target.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        return msg.SerializeToString()
+
+    def grpc_infer(self, body: bytes) -> bytes:
+        request = decode_grpc_request(body)
+        version = self.check(request.model_name, request.model_version)
+        result = self.app.run_blocking(self.service.infer(request))
+        return encode_grpc_response(result, request, self.model_name, version)
+
+    def _stream_handler(self) -> Any:
+        """ModelStreamInfer: one reply per request, errors in error_message (the stream goes on)."""
+        import grpc
+
+        metrics = self.app.metrics
+        label = GRPC_SERVICE + "ModelStreamInfer"
+
+        def behaviour(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+            for body in requests:
+                start = time.perf_counter()
+                code = "OK"
+                try:
+                    reply = stream_reply(self.grpc_infer(body))
+                except FastSeldonError as exc:
+                    code = exc.grpc_code
+                    reply = pb.ModelStreamInferResponse(error_message=exc.message or str(exc)).SerializeToString()
+                except Exception as exc:  # noqa: BLE001 - one bad message must not end the stream
+                    code = "INTERNAL"
+                    reply = pb.ModelStreamInferResponse(error_message=str(exc) or type(exc).__name__).SerializeToString()
+                metrics.observe(label, "grpc", code, time.perf_counter() - start)
+                yield reply
+
+        return grpc.stream_stream_rpc_method_handler(behaviour)
+
+
+def _parse(cls: Any, body: bytes) -> Any:
+    msg = cls()
+    try:
+        msg.ParseFromString(body)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise BadRequest(f"Invalid {cls.__name__} message: {exc}") from None
+    return msg
+
+
+def register(app: Any) -> V2Endpoints:
+    """Add the V2 REST routes and gRPC methods to a worker's App (called by workers._load_extensions)."""
+    endpoints = V2Endpoints(app)
+    endpoints.add_routes()
+    endpoints.add_grpc()
+    return endpoints
+
+
+__all__ = [
+    "EXTENSIONS",
+    "InferRequest",
+    "InferResult",
+    "RequestedOutput",
+    "Tensor",
+    "V2Endpoints",
+    "decode_grpc_request",
+    "decode_rest_request",
+    "encode_grpc_response",
+    "encode_rest_response",
+    "model_metadata",
+    "register",
+    "request_from_json",
+]
