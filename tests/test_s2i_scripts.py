@@ -14,7 +14,9 @@ import hashlib
 import http.server
 import importlib.metadata
 import io
+import json
 import os
+import re
 import shutil
 import signal
 import site
@@ -483,3 +485,66 @@ def test_the_in_tree_backend_builds_a_valid_wheel(tmp_path):
         record = whl.read("demo_pkg-2.0.dist-info/RECORD").decode()
         assert f"demo_pkg.py,sha256={_hash(b'X = 1' + bytes([10]))},6" in record
         assert "Name: demo-pkg" in whl.read("demo_pkg-2.0.dist-info/METADATA").decode()
+
+
+def _dockerfile_steps(path: Path) -> list[tuple[str, str]]:
+    steps, pending = [], ""
+    for line in path.read_text().splitlines():
+        if not pending and (not line.strip() or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        word, _, rest = (pending + line).strip().partition(" ")
+        steps.append((word, rest))
+        pending = ""
+    return steps
+
+
+def test_the_generated_dockerfile_executed_step_by_step_serves_the_model(tmp_path, venv):
+    """What `fastseldon build` writes when no engine exists, carried out the way an engine
+    would, with the image's paths mapped onto the temporary layout."""
+    src = tmp_path / "model-src"
+    src.mkdir()
+    shutil.copy(IDENTITY / "MyModel.py", src)
+    write_environment(src, MODEL_NAME="MyModel", SERVICE_TYPE="MODEL")
+    (src / ".s2i" / "bin").mkdir()
+    wrapper = src / ".s2i" / "bin" / "assemble"
+    wrapper.write_text('#!/bin/bash\nset -e\n"$STI_SCRIPTS_PATH/assemble"\n'
+                       'echo extra-step > "${FASTSELDON_APP_DIR:-/opt/app-root/src}/extra.txt"\n')
+    wrapper.chmod(0o755)
+    context = tmp_path / "context"
+    done = subprocess.run([sys.executable, "-m", "fastseldon", "build", str(src), "me/model:1", "--cpu",
+                           "--engine", "none", "--output", str(context), "-e", "API_TYPE=REST"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    lay = layout(tmp_path, venv)
+    lay.env["STI_SCRIPTS_PATH"] = str(SCRIPTS)  # the builder image's ENV
+    paths = {"/tmp/src": lay.src, "/tmp/scripts": lay.root / "tmp" / "scripts", "/usr/libexec/s2i": SCRIPTS}
+
+    def host(path: str) -> Path:
+        for image_path, here in paths.items():
+            if path == image_path or path.startswith(image_path + "/"):
+                return here / path[len(image_path):].lstrip("/")
+        raise AssertionError(f"unmapped image path {path}")
+
+    command: list[str] = []
+    for word, args in _dockerfile_steps(context / "Dockerfile"):
+        if word == "FROM":
+            assert args.startswith("fastseldon/s2i-cpu:")
+        elif word == "ENV":
+            lay.env.update({k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*")', args)})
+        elif word == "COPY":
+            source, target = args.split()[-2:]
+            shutil.copytree(context / source, host(target), dirs_exist_ok=True)
+        elif word == "RUN":
+            built = subprocess.run([str(host(args))], env=lay.env, capture_output=True, text=True, timeout=300)
+            assert built.returncode == 0, built.stdout + built.stderr
+        elif word == "CMD":
+            command = [str(host(p)) for p in json.loads(args)]
+    assert (lay.app / "extra.txt").read_text() == "extra-step\n", "the source's .s2i/bin/assemble ran"
+    assert command == [str(SCRIPTS / "run")]
+    with run_script(lay) as server:
+        assert seldon_predict(server, [[4, 2]])["data"]["ndarray"] == [[4, 2]]
+        assert not port_open(server.grpc_port), "-e API_TYPE=REST reached the image's environment"
