@@ -37,7 +37,7 @@ from fastseldon.service import Call
 from fastseldon.user_model import Hook, is_not_implemented
 
 __all__ = ["AdaptiveBatcher", "BatchMetrics", "QueueFull", "BatchRowsError", "attach_batcher", "batch_key",
-           "split_rows", "default_queue_limit"]
+           "split_rows", "default_queue_limit", "model_allows_batching"]
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +107,26 @@ def _describe(data: Any) -> str:
     return f"a {type(data).__name__}"
 
 
+def _per_output(data: Any, total: int) -> bool:
+    """A dict of arrays, or a list/tuple of arrays, each with ``total`` rows: several outputs
+    (V2's reading of such a result), split output by output rather than as a list of rows."""
+    values = list(data.values()) if isinstance(data, dict) else data if isinstance(data, (list, tuple)) else None
+    return bool(values) and all(isinstance(v, np.ndarray) and v.ndim > 0 and v.shape[0] == total for v in values)
+
+
 def split_rows(out: Any, counts: Sequence[int]) -> list[Any]:
     """Cut a batched predict's result into one part per request, ``counts[i]`` rows each.
 
-    Arrays, lists and tuples are sliced along axis 0; a SeldonResponse is copied with its
-    ``data`` sliced (its tags and metrics go to every part). Raises BatchRowsError when the
-    row count doesn't match the rows that went in.
+    Arrays, lists and tuples are sliced along axis 0. Several outputs (a dict of arrays, or a
+    list/tuple of arrays that each hold every row) are sliced output by output. A
+    SeldonResponse is copied with its ``data`` cut (its tags and metrics go to every part).
+    Raises BatchRowsError when the rows that came back don't match the rows that went in.
     """
     response = _is_seldon_response(out)
     data = out.data if response else out
     total = sum(counts)
-    rows = _row_count(data)
+    several = _per_output(data, total)
+    rows = total if several else _row_count(data)
     if rows != total:
         got = f"{rows} rows" if rows is not None else f"{_describe(data)} with no rows to split"
         raise BatchRowsError(
@@ -127,8 +136,14 @@ def split_rows(out: Any, counts: Sequence[int]) -> list[Any]:
     parts: list[Any] = []
     start = 0
     for count in counts:
-        part = data[start:start + count]
-        start += count
+        stop = start + count
+        if not several:
+            part = data[start:stop]
+        elif isinstance(data, dict):
+            part = {k: v[start:stop] for k, v in data.items()}
+        else:
+            part = type(data)(v[start:stop] for v in data)
+        start = stop
         if response:
             wrapped = copy.copy(out)
             wrapped.data = part
@@ -383,7 +398,7 @@ class AdaptiveBatcher:
             _fail(item.future, exc)
             return
         data = out.data if _is_seldon_response(out) else out
-        if not self._warned_rows and _row_count(data) != item.rows:
+        if not self._warned_rows and not _per_output(data, item.rows) and _row_count(data) != item.rows:
             self._warned_rows = True  # a lone call passes through unchanged, but say it once
             log.warning("predict returned %s for %d input rows: such results can't be split when requests are "
                         "batched under load; fix predict or turn batching off", _describe(data), item.rows)
@@ -408,9 +423,21 @@ def _fail(future: asyncio.Future, exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def attach_batcher(app: Any) -> AdaptiveBatcher:
+def model_allows_batching(obj: Any) -> bool:
+    """A model object may say ``batchable = False`` (e.g. an ONNX graph with a fixed batch size)."""
+    try:
+        return getattr(obj, "batchable", True) is not False
+    except Exception as exc:  # noqa: BLE001 - a user property that fails: don't stack its inputs
+        log.warning("reading %s.batchable failed (%s): batching off", type(obj).__name__, exc)
+        return False
+
+
+def attach_batcher(app: Any) -> AdaptiveBatcher | None:
     """Give a worker's App its batcher (called once per worker when --max-batch-size > 1)."""
     s = app.settings
+    if not model_allows_batching(app.model.obj):
+        log.info("%s.batchable is False: adaptive batching stays off for this model", app.model.class_name)
+        return None
     queue = getattr(s, "max_batch_queue", 0) or default_queue_limit(s.max_batch_size)
     batcher = AdaptiveBatcher(
         loop=app.loop,
