@@ -224,7 +224,7 @@ def parse_proto(cls: Any, body: bytes) -> Any:
 
 
 def _is_numeric(arr: np.ndarray) -> bool:
-    return np.issubdtype(arr.dtype, np.number)
+    return arr.dtype.kind in "iufc"  # np.issubdtype(dtype, np.number), at a tenth of the cost
 
 
 def _names_for(arr: np.ndarray, class_names: list[str] | None) -> list[str]:
