@@ -88,6 +88,14 @@ class Router:
         raise NotFound(f"Not Found: no route for {method} {path}")
 
 
+def _preflight(request: Request) -> Response:
+    headers = [(b"access-control-allow-methods", b"GET, POST, OPTIONS")]
+    wanted = request.headers.get(b"access-control-request-headers")
+    if wanted:
+        headers.append((b"access-control-allow-headers", wanted))
+    return Response(200, b"", TEXT, headers)
+
+
 class ServerState:
     """What all connections of one worker share: live connections and the shutdown flag."""
 
@@ -96,9 +104,11 @@ class ServerState:
         self.closing = False
 
 
-def _encode_head(resp: Response, keep_alive: bool) -> bytes:
+def _encode_head(resp: Response, keep_alive: bool, origin: bytes | None = None) -> bytes:
     line = STATUS_LINE.get(resp.status) or f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}\r\n".encode()
-    parts = [line, b"content-type: ", resp.content_type, b"\r\ncontent-length: ", str(len(resp.body)).encode()]
+    # CORS as Seldon's flask-cors answers: the caller's Origin echoed back, else "*".
+    parts = [line, b"content-type: ", resp.content_type, b"\r\ncontent-length: ", str(len(resp.body)).encode(),
+             b"\r\naccess-control-allow-origin: ", origin or b"*"]
     for name, value in resp.headers:
         parts += (b"\r\n", name, b": ", value)
     parts.append(b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n")
@@ -224,6 +234,9 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = True
         self.idle_since = None
         started = time.perf_counter()
+        if request.method == "OPTIONS":  # CORS preflight, for every route
+            self._finish(request, _preflight(request), started)
+            return
         try:
             handler = self.router.resolve(request.method, request.path)
             coro = handler(request)
@@ -270,8 +283,8 @@ class HttpProtocol(asyncio.Protocol):
                             (time.perf_counter() - started) * 1000)
         if self.closed or self.transport is None:
             return
-        self.transport.write(_encode_head(response, keep_alive) + response.body if len(response.body) < HIGH_WATER
-                             else _encode_head(response, keep_alive))
+        head = _encode_head(response, keep_alive, request.headers.get(b"origin"))
+        self.transport.write(head + response.body if len(response.body) < HIGH_WATER else head)
         if len(response.body) >= HIGH_WATER:
             self.transport.write(response.body)
         if not keep_alive:

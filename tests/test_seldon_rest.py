@@ -304,3 +304,13 @@ def test_concurrent_clients_get_their_own_answers(doubler):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_cors_like_flask_cors(doubler):
+    r = requests.post(doubler.url + "/predict", json={"data": {"ndarray": [[1]]}}, timeout=5)
+    assert r.headers["access-control-allow-origin"] == "*"
+    r = requests.post(doubler.url + "/predict", json={"data": {"ndarray": [[1]]}}, headers={"Origin": "http://x"}, timeout=5)
+    assert r.headers["access-control-allow-origin"] == "http://x"
+    r = requests.options(doubler.url + "/api/v1.0/predictions", headers={"Origin": "http://x",
+                         "Access-Control-Request-Headers": "content-type"}, timeout=5)
+    assert r.status_code == 200 and r.headers["access-control-allow-headers"] == "content-type"
