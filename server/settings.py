@@ -83,6 +83,13 @@ def _first(env: Mapping[str, str], names: tuple[str, ...], default: Any) -> Any:
     return default
 
 
+def _device(value: str) -> str:
+    value = value.lower()
+    if value in ("auto", "cpu", "cuda", "gpu") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return "cuda" if value == "gpu" else value
+    raise argparse.ArgumentTypeError(f"invalid device {value!r}: use auto, cpu, cuda or cuda:N")
+
+
 def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Serve a Seldon user model class over Seldon v1 and V2.")
     p.add_argument("interface_name", nargs="?", help="MyModel (MyModel.py in the working directory) or package.module.Class")
@@ -110,7 +117,7 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p.add_argument("--max-batches-in-flight", type=int, help="adaptive batching: predict calls running at once per worker (env MAX_BATCHES_IN_FLIGHT, default 1)")
     p.add_argument("--max-batch-queue", type=int, help="adaptive batching: requests waiting per worker before 503 (env MAX_BATCH_QUEUE)")
     p.add_argument("--onnx", metavar="PATH", help="serve an ONNX model file with no user code")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="ONNX device (env DEVICE, default auto)")
+    p.add_argument("--device", type=_device, help="ONNX device: auto, cpu, cuda or cuda:N (env DEVICE, default auto)")
     # Accepted so seldon-core-microservice command lines keep working; gunicorn/Flask knobs mean nothing here.
     for legacy in ("--threads", "--max-requests", "--max-requests-jitter", "--single-threaded", "--tracing"):
         p.add_argument(legacy, type=int, nargs="?", const=1, help=argparse.SUPPRESS)
