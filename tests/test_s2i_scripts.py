@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 import requests
 
@@ -548,3 +549,26 @@ def test_the_generated_dockerfile_executed_step_by_step_serves_the_model(tmp_pat
     with run_script(lay) as server:
         assert seldon_predict(server, [[4, 2]])["data"]["ndarray"] == [[4, 2]]
         assert not port_open(server.grpc_port), "-e API_TYPE=REST reached the image's environment"
+
+
+def test_an_onnx_file_is_served_without_user_code(tmp_path, venv):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from _onnx_models import Mlp
+
+    lay = layout(tmp_path, venv)
+    mlp = Mlp()
+    mlp.save(lay.src / "model.onnx")
+    write_environment(lay.src, ONNX_MODEL="model.onnx", DEVICE="cpu", API_TYPE="REST")
+    built = assemble(lay)
+    assert built.returncode == 0, built.stdout + built.stderr
+    x = [[0.5, -1.0, 2.0, 0.25], [1.0, 1.0, 1.0, 1.0]]
+    with run_script(lay) as server:
+        got = np.array(seldon_predict(server, x)["data"]["ndarray"])
+    np.testing.assert_allclose(got, mlp.reference(np.array(x)), rtol=1e-5, atol=1e-6)
+    assert f"--onnx {lay.app / 'model.onnx'} --service-type MODEL --api-type REST --device cpu" in server.output()
+
+    missing = layout(tmp_path, venv, "missing")
+    write_environment(missing.src, ONNX_MODEL="nope.onnx")
+    built = assemble(missing)
+    assert built.returncode != 0 and "ONNX_MODEL=nope.onnx not found in the source" in built.stderr
