@@ -49,7 +49,11 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_JSON_PARAM_TYPES = (bool, int, float, str)
+# element type of each typed contents field, as protobuf holds it
+_CONTENTS_DTYPE = {
+    "bool_contents": np.bool_, "int_contents": np.int32, "int64_contents": np.int64, "uint_contents": np.uint32,
+    "uint64_contents": np.uint64, "fp32_contents": np.float32, "fp64_contents": np.float64,
+}
 
 
 # --------------------------------------------------------------------------- in-memory form
@@ -81,7 +85,8 @@ class InferRequest:
     id: str | None
     inputs: list[Tensor]
     outputs: list[RequestedOutput] | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)  # without the binary extension's own
+    binary_output: bool = False  # binary_data_output: outputs go binary unless one says otherwise
     typed_contents: bool = False  # gRPC request used InferTensorContents: answer in kind
 
     def as_dict(self) -> dict[str, Any]:
@@ -267,10 +272,12 @@ def request_from_json(doc: Any, binary: memoryview | None, model_name: str, mode
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise BadRequest(f"outputs[{i}] needs a 'name' string")
             oparams = _parameters(item, f"Output {item['name']!r}")
-            outputs.append(RequestedOutput(item["name"], _flag(oparams, "binary_data", f"Output {item['name']!r}"), oparams))
+            binary = _flag(oparams, "binary_data", f"Output {item['name']!r}")
+            outputs.append(RequestedOutput(item["name"], binary, {k: v for k, v in oparams.items() if k != "binary_data"}))
     params = _parameters(doc, "Request")
-    _flag(params, "binary_data_output", "Request")
-    return InferRequest(model_name, model_version, request_id, inputs, outputs, params)
+    binary_output = bool(_flag(params, "binary_data_output", "Request"))
+    params = {k: v for k, v in params.items() if k != "binary_data_output"}
+    return InferRequest(model_name, model_version, request_id, inputs, outputs, params, binary_output)
 
 
 # --------------------------------------------------------------------------- REST encoding
@@ -279,7 +286,7 @@ def request_from_json(doc: Any, binary: memoryview | None, model_name: str, mode
 def encode_rest_response(result: InferResult, request: InferRequest, model_name: str, model_version: str
                          ) -> Response:
     """InferResult -> V2 REST response: JSON, plus binary chunks for outputs asked for as binary."""
-    default_binary = bool(request.parameters.get("binary_data_output", False))
+    default_binary = request.binary_output
     flags = {o.name: o.binary for o in request.outputs} if request.outputs else {}
     outputs: list[dict[str, Any]] = []
     chunks: list[Any] = []
@@ -349,12 +356,12 @@ def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: An
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
     else:
-        wide = np.array(values, dtype=np.int64 if field_name == "int_contents" else None)
+        wide = np.array(values, dtype=_CONTENTS_DTYPE[field_name])
         if datatype in ("INT8", "INT16", "UINT8", "UINT16") and wide.size:
             info = np.iinfo(dtype)
             if wide.min() < info.min or wide.max() > info.max:
                 raise BadRequest(f"Input {name!r}: a value is out of range for {datatype}")
-        arr = wide.astype(dtype, copy=False) if wide.size else np.empty(0, dtype)
+        arr = wide.astype(dtype, copy=False)
     return arr.reshape(shape)
 
 
