@@ -41,6 +41,17 @@ def _extensions() -> list:
         from setuptools import Extension
     except ImportError:
         return []
+    include_dirs = [numpy.get_include(), "_fast"]
+    # --- native codec (issue 4): jsontensors.pyx compiles in the simdjson C++ amalgamation
+    # that the pysimdjson package ships (a build requirement); without it, that module is
+    # skipped and the JSON codec runs its reference path.
+    try:
+        import simdjson
+
+        include_dirs.append(os.path.dirname(simdjson.__file__))
+    except ImportError:
+        sources = [src for src in sources if not src.endswith("jsontensors.pyx")]
+    # --- end native codec
     exts = []
     for src in sources:
         name = os.path.splitext(os.path.basename(src))[0]
@@ -48,7 +59,7 @@ def _extensions() -> list:
             Extension(
                 f"fastseldon._fast.{name}",
                 [src],
-                include_dirs=[numpy.get_include(), "_fast"],
+                include_dirs=include_dirs,
                 extra_compile_args=["-O3"],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             )

@@ -244,13 +244,12 @@ def test_assemble_then_run_serves_the_identity_example(tmp_path, venv):
 def test_run_passes_batching_and_workers_to_the_server(tmp_path, venv):
     lay = layout(tmp_path, venv)
     shutil.copy(IDENTITY / "MyModel.py", lay.app)
-    write_environment(lay.app, WORKERS="2", MAX_BATCH_SIZE="8", MAX_BATCH_TIME_MS="2.5")
+    write_environment(lay.app, WORKERS="2", MAX_BATCH_SIZE="8", MAX_BATCH_TIME_MS="2.5", DEVICE="GPU:1")
     with run_script(lay) as server:
         rows = [[float(i)] for i in range(4)]
         assert seldon_predict(server, rows)["data"]["ndarray"] == rows
-    assert "fastseldon serve MyModel --service-type MODEL --workers 2 --max-batch-size 8 --max-batch-time-ms 2.5" in (
-        server.output()
-    )
+    assert ("fastseldon serve MyModel --service-type MODEL --workers 2 --max-batch-size 8 --max-batch-time-ms 2.5 "
+            "--device cuda:1") in server.output()
 
 
 def test_requirements_and_the_source_project_are_installed_for_the_model(tmp_path, venv):
@@ -432,7 +431,8 @@ def test_save_artifacts_without_a_cache_streams_an_empty_tar(tmp_path, venv):
         ({"WORKERS": "0"}, "WORKERS=0"),
         ({"MAX_BATCH_SIZE": "lots"}, "MAX_BATCH_SIZE=lots"),
         ({"MAX_BATCH_TIME_MS": "-1"}, "MAX_BATCH_TIME_MS=-1"),
-        ({"DEVICE": "tpu"}, "DEVICE=tpu: use auto, cpu or cuda"),
+        ({"DEVICE": "tpu"}, "DEVICE=tpu: use auto, cpu, cuda or cuda:N"),
+        ({"DEVICE": "cuda:x"}, "DEVICE=cuda:x: use auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_run_rejects_bad_settings_before_starting(tmp_path, venv, setting, message):

@@ -1,63 +1,79 @@
 """Wire <-> numpy conversions, one API over two implementations.
 
-PROVISIONAL (core issue): only the reference behaviour exists so far; the native codec
-issue replaces this module's body with a switch between fastseldon._fast and
-codec/reference.py, keeping these names and results.
+``native`` (codec/native.py over the compiled fastseldon._fast modules) is used when the
+extension is built; ``reference`` (codec/reference.py, pure Python + numpy) otherwise, or
+always when the environment variable ``FASTSELDON_NO_EXT=1`` is set at import time. Both
+give identical results; ``IMPLEMENTATION`` says which one is active.
+
+JSON: ``parse_seldon_json``/``parse_v2_json`` decode request bodies with their tensors
+(Seldon ndarray/tensor.values, V2 inputs[].data) as numpy arrays, ``loads`` parses any
+other JSON, ``dumps`` writes responses (NaN/Inf as ``NaN``/``Infinity`` literals, as
+Seldon's own server does: see ``reference.dumps``), ``to_array`` turns a decoded Seldon
+list into an array, ``v2_json_tensor``/``v2_json_data`` convert one V2 tensor.
+V2 binary: ``decode_raw``/``encode_raw`` (zero-copy views; BYTES length-prefixed).
+Protobuf: ``decode_seldon_message``/``encode_seldon_message`` and
+``decode_infer_request``/``encode_infer_response`` split tensor payloads off the message
+bytes as numpy views (no copy) and write them straight from array buffers.
 """
 from __future__ import annotations
 
-from typing import Any
+import os
 
-import numpy as np
-import orjson
-
+from fastseldon.codec import reference as _reference
+from fastseldon.codec.datatypes import DATATYPES, datatype_for, dtype_for
 from fastseldon.errors import CodecError
 
-IMPLEMENTATION = "reference"
 
-_DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-def loads(body: bytes | str) -> Any:
-    """Parse a JSON document; raise CodecError on malformed input."""
+def _select():
+    """The active implementation module and its name."""
+    if os.environ.get("FASTSELDON_NO_EXT") == "1":
+        return _reference, "reference"
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise CodecError(f"Invalid JSON: {exc}") from None
+        from fastseldon.codec import native
+    except ImportError:
+        return _reference, "reference"
+    return native, "native"
 
 
-def parse_seldon_json(body: bytes | str) -> Any:
-    """Parse a Seldon JSON message. ``data.ndarray`` and ``data.tensor.values`` may come back
-    as numpy arrays (equal in dtype and values to ``np.array`` of the JSON lists) or as lists."""
-    return loads(body)
+_impl, IMPLEMENTATION = _select()
 
+loads = _impl.loads
+dumps = _impl.dumps
+parse_seldon_json = _impl.parse_seldon_json
+to_array = _impl.to_array
+parse_v2_json = _impl.parse_v2_json
+v2_json_tensor = _impl.v2_json_tensor
+v2_json_data = _impl.v2_json_data
+decode_raw = _impl.decode_raw
+encode_raw = _impl.encode_raw
+decode_bytes_elements = _impl.decode_bytes_elements
+encode_bytes_elements = _impl.encode_bytes_elements
+decode_seldon_message = _impl.decode_seldon_message
+encode_seldon_message = _impl.encode_seldon_message
+decode_infer_request = _impl.decode_infer_request
+encode_infer_response = _impl.encode_infer_response
+encode_infer_request = _impl.encode_infer_request
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (bytes, bytearray)):
-        return obj.decode("utf-8", "replace")
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def dumps(obj: Any) -> bytes:
-    """Serialise to compact JSON; numpy arrays straight from their buffers. NaN/Inf -> null."""
-    try:
-        return orjson.dumps(obj, default=_default, option=_DUMPS_OPTS)
-    except orjson.JSONEncodeError as exc:
-        raise CodecError(f"Cannot encode response as JSON: {exc}") from None
-
-
-def to_array(value: Any) -> np.ndarray:
-    """``np.array`` of a decoded JSON list (or the array itself); ragged input is a CodecError."""
-    if isinstance(value, np.ndarray):
-        return value
-    try:
-        return np.array(value)
-    except (ValueError, TypeError) as exc:
-        raise CodecError(f"Cannot convert data to an array (ragged or mixed nesting?): {exc}") from None
-
-
-__all__ = ["CodecError", "IMPLEMENTATION", "loads", "dumps", "parse_seldon_json", "to_array"]
+__all__ = [
+    "CodecError",
+    "DATATYPES",
+    "IMPLEMENTATION",
+    "datatype_for",
+    "decode_bytes_elements",
+    "decode_infer_request",
+    "decode_raw",
+    "decode_seldon_message",
+    "dtype_for",
+    "dumps",
+    "encode_bytes_elements",
+    "encode_infer_request",
+    "encode_infer_response",
+    "encode_raw",
+    "encode_seldon_message",
+    "loads",
+    "parse_seldon_json",
+    "parse_v2_json",
+    "to_array",
+    "v2_json_data",
+    "v2_json_tensor",
+]

@@ -58,22 +58,6 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
         raise CodecError(f"Invalid JSON: {first_error}") from None
 
 
-def _seldon_data_dicts(doc: Any) -> list[dict]:
-    """The ``data`` objects whose ndarray/tensor a Seldon body carries: the message's own,
-    and those of a SeldonMessageList (``{"seldonMessages": [...]}`` or a bare list)."""
-    found = []
-    messages: Any = doc
-    if isinstance(doc, dict):
-        if isinstance(doc.get("data"), dict):
-            found.append(doc["data"])
-        messages = doc.get("seldonMessages")
-    if isinstance(messages, list):
-        for message in messages:
-            if isinstance(message, dict) and isinstance(message.get("data"), dict):
-                found.append(message["data"])
-    return found
-
-
 def parse_seldon_json(body: bytes | bytearray | memoryview | str) -> Any:
     """Parse a Seldon JSON message (or message list).
 
@@ -220,6 +204,8 @@ def _has_nonfinite(obj: Any) -> bool:
             pass
         return any(_has_nonfinite(v) for v in obj)
     if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "O":
+            return _has_nonfinite(obj.tolist())
         return obj.dtype.kind in "fc" and not bool(np.isfinite(obj).all())
     if isinstance(obj, (np.floating, np.complexfloating)):
         return not bool(np.isfinite(obj))
@@ -428,7 +414,7 @@ def _split_seldon(view: memoryview) -> tuple[bytes | None, int, int, list[int]]:
         elif number == 2:
             if values is not None or wire != 2 or (stop - payload) % 8:
                 raise _Fallback
-            values = (payload, stop)
+            values = (payload, stop - payload)
     packed_shape = bytearray()
     for dim in shape:
         _put_varint(packed_shape, dim & 0xFFFFFFFFFFFFFFFF)
