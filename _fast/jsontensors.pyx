@@ -1,5 +1,5 @@
 # distutils: language = c++
-# distutils: sources = _fast/simdjson_unity.cpp
+# distutils: sources = _fast/simdjson_unity.cc
 # distutils: extra_compile_args = -std=c++17
 """Native JSON decoding of Seldon and V2 request bodies into numpy arrays.
 
