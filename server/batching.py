@@ -41,9 +41,9 @@ __all__ = ["AdaptiveBatcher", "BatchMetrics", "QueueFull", "BatchRowsError", "at
 
 log = logging.getLogger(__name__)
 
-# numpy dtype kinds np.concatenate stacks without surprises: bool, ints, floats, complex,
-# fixed-width str/bytes. Object and structured arrays always run alone.
-STACKABLE_KINDS = frozenset("biufcSU")
+# numpy dtype kinds that are stacked: bool, ints, floats (the numeric V2 datatypes). Strings,
+# bytes, object and structured arrays always run alone, as without batching.
+STACKABLE_KINDS = frozenset("biuf")
 WAIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 2.5, float("inf"))
 

@@ -92,7 +92,8 @@ def rows_for(i: int, n: int = 1, width: int = 3) -> np.ndarray:
     (np.zeros((2, 3)), True),
     (np.zeros(4, dtype=np.int32), True),  # 1-D: four rows of scalars (axis 0 is the batch axis)
     (np.zeros((1, 2), dtype=bool), True),
-    (np.array([["a", "b"]]), True),  # fixed-width str: same itemsize stacks
+    (np.array([["a", "b"]]), False),  # strings run alone
+    (np.zeros((1, 2), dtype=np.complex128), False),
     (np.array([[None, 1]], dtype=object), False),
     (np.array(3.0), False),  # 0-d
     (np.zeros((0, 3)), False),  # no rows
