@@ -572,3 +572,28 @@ def test_an_onnx_file_is_served_without_user_code(tmp_path, venv):
     write_environment(missing.src, ONNX_MODEL="nope.onnx")
     built = assemble(missing)
     assert built.returncode != 0 and "ONNX_MODEL=nope.onnx not found in the source" in built.stderr
+
+
+def test_gpu_builder_rejects_an_onnxruntime_that_lost_cuda(tmp_path, venv):
+    """The pairing check Dockerfile.gpu runs at image build runs again after the user's
+    requirements; here the installed onnxruntime is a CPU build, so it must fail."""
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: nothing to reject")
+    lay = layout(tmp_path, venv)
+    shutil.copy(IDENTITY / "MyModel.py", lay.src)
+    gpu_env = {
+        "FASTSELDON_BUILDER": "gpu",
+        "FASTSELDON_GPU_CHECK": str(ROOT / "s2i" / "gpu" / "check_onnxruntime_gpu.py"),
+        "CUDA_VERSION": "12.8.1",
+        "NV_CUDNN_VERSION": "9.8.0.87",
+    }
+    built = assemble(lay, **gpu_env)
+    assert built.returncode != 0
+    assert "no CUDAExecutionProvider" in built.stderr
+    assert "does not fit this GPU image" in built.stderr
+    # the CPU builder has no such check
+    again = layout(tmp_path, venv, "cpu")
+    shutil.copy(IDENTITY / "MyModel.py", again.src)
+    built = assemble(again, **{**gpu_env, "FASTSELDON_BUILDER": "cpu"})
+    assert built.returncode == 0, built.stdout + built.stderr
