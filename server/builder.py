@@ -438,7 +438,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="environment for the build and the image (like s2i -e); repeatable")
     p.add_argument("--incremental", action="store_true", help="reuse the previous image's pip cache (s2i only)")
     p.add_argument("--output", type=Path, default=Path("fastseldon-build"),
-                   help="where to write the Dockerfile and its context when nothing can build (default ./fastseldon-build)")
+                   help="where to write the Dockerfile and its context when nothing can build "
+                        "(default ./fastseldon-build)")
     p.add_argument("--dry-run", action="store_true", help="print the decision and the command; build and write nothing")
     return p
 

@@ -179,7 +179,8 @@ def test_a_requirements_file_including_itself_terminates(tmp_path):
     [
         ("pyproject.toml", '[project]\nname = "m"\nversion = "1"\ndependencies = ["numpy", "cupy-cuda12x>=13"]\n'),
         ("setup.cfg", "[metadata]\nname = m\n\n[options]\ninstall_requires =\n    numpy\n    onnxruntime-gpu\n"),
-        ("setup.py", 'from setuptools import setup\nsetup(name="m", install_requires=["numpy", "nvidia-cudnn-cu12"])\n'),
+        ("setup.py", 'from setuptools import setup\n'
+                     'setup(name="m", install_requires=["numpy", "nvidia-cudnn-cu12"])\n'),
     ],
 )
 def test_project_metadata_dependencies_count(tmp_path, name, text):

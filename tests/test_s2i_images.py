@@ -115,7 +115,8 @@ def test_scripts_are_executable():
 
 
 def _arg(path: Path, name: str) -> str:
-    return next(args.split("=", 1)[1] for word, args in instructions(path) if word == "ARG" and args.startswith(name + "="))
+    steps = instructions(path)
+    return next(args.split("=", 1)[1] for word, args in steps if word == "ARG" and args.startswith(name + "="))
 
 
 def test_gpu_base_pairs_onnxruntime_gpu_with_its_cuda_major():

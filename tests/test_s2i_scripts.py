@@ -238,7 +238,8 @@ def test_assemble_then_run_serves_the_identity_example(tmp_path, venv):
         assert b"fastseldon" in cmdline and b"serve" in cmdline and not any(b"bin/run" in a for a in cmdline)
         assert server.stop() == 0
     log = server.output()
-    assert "fastseldon serve MyModel --service-type MODEL --api-type REST --persistence 0 --workers 1 --device cpu" in log
+    expected = "fastseldon serve MyModel --service-type MODEL --api-type REST --persistence 0 --workers 1 --device cpu"
+    assert expected in log
 
 
 def test_run_passes_batching_and_workers_to_the_server(tmp_path, venv):
