@@ -79,6 +79,7 @@ setup(
     package_data={"fastseldon._fast": ["*.pyx", "*.pxd", "*.pyi"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
+    setup_requires=["pysimdjson>=7,<8"],  # native codec (issue 4): simdjson sources for _fast/jsontensors
     install_requires=[
         "numpy>=1.24",
         "grpcio>=1.76",
