@@ -5,6 +5,7 @@
     python -m benchmarks run --smoke      # a few seconds: fastseldon and the ceilings only
     python -m benchmarks report DIR       # re-render report.md and the plots from DIR/results.json
     python -m benchmarks list             # scenarios, servers and targets
+    python -m benchmarks profile SCENARIO # py-spy: where fastseldon spends its time under load
 
 Exit status of `run`: 0 when the run is clean, 3 when any answer check failed or any request
 errored (the report says which), 2 for bad arguments.
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render report.md and plots from an existing results.json")
     rep.add_argument("dir", type=Path)
     sub.add_parser("list", help="print the scenarios, servers and targets")
+    prof = sub.add_parser("profile", help="py-spy profile of fastseldon under load on one scenario")
+    prof.add_argument("scenario")
+    prof.add_argument("--duration", type=int, default=10)
+    prof.add_argument("--concurrency", type=int, default=64)
+    prof.add_argument("--top", type=int, default=25)
+    prof.add_argument("--native", action="store_true", help="include C frames (Cython, grpc core)")
+    prof.add_argument("--out", type=Path, default=Path("bench-out"))
     return parser
 
 
@@ -111,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for t in scenarios.TARGETS:
             print(f"target: {t.label:<38} {t.scenario} / {t.baseline} on {t.against} >= {t.minimum:g}")
+        return 0
+    if args.command == "profile":
+        from benchmarks.profile import profile
+
+        sc = scenarios.select([args.scenario])[0]
+        path = profile(sc, duration_s=args.duration, concurrency=args.concurrency, top=args.top, out=args.out,
+                       native=args.native)
+        print(path.read_text())
         return 0
     if args.command == "report":
         results = json.loads((args.dir / "results.json").read_text())

@@ -122,6 +122,10 @@ def run(config: RunConfig) -> dict:
         running = _start_all(wanted, model, cost_us, config, results, progress)
         try:
             for sc, names in items:
+                for name in [n for n in names if n in running and not running[n].alive()]:
+                    # A server that died earlier is reported there; start a fresh one for what is left.
+                    running[name].stop()
+                    running.update(_start_all([name], model, cost_us, config, results, progress))
                 _run_scenario(sc, [running[n] for n in names if n in running], config, results, progress,
                               failed=[n for n in names if n not in running])
         finally:
@@ -139,6 +143,8 @@ def _start_all(names: list[str], model: str, cost_us: int, config: RunConfig, re
     for name in names:
         spec = servers.SERVERS[name]
         key = name if model == "identity" else f"{name} ({model} {cost_us} us)"
+        if key in results["servers"]:
+            key += f" (restart {sum(k.startswith(key) for k in results['servers'])})"
         try:
             srv = servers.start(spec, model=model, cost_us=cost_us, workers=config.workers,
                                 cpus=config.server_cpus, log_dir=config.out / "logs")
@@ -188,7 +194,9 @@ def _run_scenario(sc: Scenario, active: list[servers.RunningServer], config: Run
     for srv in verified:
         if not srv.alive():
             results["verification"].append({"server": srv.spec.name, "scenario": sc.name, "ok": False,
-                                            "problem": f"server died during the run: {srv.log_tail(500)}"})
+                                            "problem": f"server died during the run (exit status "
+                                                       f"{srv.process.returncode}): {srv.log_tail(500)}"})
+            progress.note(f"{srv.spec.name} died during {sc.name} (exit status {srv.process.returncode})")
     _open_loop(sc, [s for s in verified if s.alive()], config, results, progress)
 
 
@@ -264,8 +272,13 @@ def summarize(results: dict) -> None:
     for row in summary:  # a peak is clean only if no run of that server on that scenario had errors
         peak = peaks[row["scenario"]][row["server"]]
         peak["errors"] = peak.get("errors", 0) + row["errors"]
+    for v in results.get("verification", []):  # nor if the server failed a check or died on it
+        peak = peaks.get(v["scenario"], {}).get(v["server"])
+        if peak is not None and not v["ok"]:
+            peak["errors"] += 1
     results["peaks"] = peaks
-    results["ratios"] = ratios(peaks)
+    failed = {(v["server"], v["scenario"]) for v in results.get("verification", []) if not v["ok"]}
+    results["ratios"] = ratios(peaks, failed)
 
 
 def _peak(peaks: dict, scenario: str, server: str) -> dict | None:
@@ -275,7 +288,7 @@ def _peak(peaks: dict, scenario: str, server: str) -> dict | None:
     return peaks.get(scenario, {}).get(server)
 
 
-def ratios(peaks: dict) -> list[dict]:
+def ratios(peaks: dict, failed: set[tuple[str, str]] = frozenset()) -> list[dict]:
     """fastseldon's peak over every other server's, on each scenario; with the issue's target where one exists."""
     rows = []
     targeted = {(t.scenario, t.baseline, t.against): t for t in TARGETS}
@@ -297,7 +310,9 @@ def ratios(peaks: dict) -> list[dict]:
                "label": target.label if target else "", "minimum": target.minimum if target else None,
                "fastseldon_rps": ours["rps"] if ours else None, "baseline_rps": theirs["rps"] if theirs else None}
         if not ours or not theirs or not theirs["rps"]:
-            row["ratio"], row["status"] = None, "not measured"
+            row["ratio"] = None
+            broken = [s for s, sc in (("fastseldon", scenario), (baseline, against)) if (s, sc) in failed]
+            row["status"] = f"failed ({', '.join(broken)})" if broken else "not measured"
         else:
             row["ratio"] = ours["rps"] / theirs["rps"]
             if ours["errors"] or theirs["errors"]:
@@ -307,4 +322,6 @@ def ratios(peaks: dict) -> list[dict]:
             else:
                 row["status"] = "met" if row["ratio"] >= target.minimum else "MISSED"
         rows.append(row)
+    order = {(t.scenario, t.baseline, t.against): i for i, t in enumerate(TARGETS)}
+    rows.sort(key=lambda r: order.get((r["scenario"], r["baseline"], r["baseline_scenario"]), len(order)))
     return rows

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the benchmark harness needs, outside the project's own environment.
 #
-#   bash benchmarks/setup.sh [tools] [plots] [seldon-core] [mlserver]   (no argument: all four)
+#   bash benchmarks/setup.sh [tools] [plots] [seldon-core] [mlserver] [profile]   (no argument: all)
 #
 # tools        wrk (HTTP/1.1 keep-alive load) and h2load (gRPC load over HTTP/2), from Debian.
 # plots        benchmarks/requirements.txt (matplotlib) into the *current* Python: the harness
@@ -13,6 +13,7 @@
 #              current event loop in thread 'MainThread'". uvloop is pinned below 0.22 there
 #              (MLSERVER_UVLOOP); with one worker the harness runs it with parallel_workers=0
 #              (inference in the server process, one process like the other servers).
+# profile      py-spy in its own venv, for `python -m benchmarks profile`.
 #
 # Venvs live under $FASTSELDON_BENCH_CACHE (default: .bench-cache/ at the repository root).
 set -euo pipefail
@@ -26,7 +27,7 @@ MLSERVER_UVLOOP="${MLSERVER_UVLOOP:-uvloop<0.22}"
 PY="${PYTHON:-python3}"
 
 steps=("$@")
-[ "${#steps[@]}" -eq 0 ] && steps=(tools plots seldon-core mlserver)
+[ "${#steps[@]}" -eq 0 ] && steps=(tools plots seldon-core mlserver profile)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -74,8 +75,12 @@ for step in "${steps[@]}"; do
         make_venv "$CACHE/mlserver" "$PY" "mlserver==$MLSERVER_VERSION" "$MLSERVER_UVLOOP" numpy
         echo "mlserver: $CACHE/mlserver/bin/mlserver"
         ;;
+    profile)
+        make_venv "$CACHE/tools" "$PY" py-spy
+        echo "profile: $CACHE/tools/bin/py-spy"
+        ;;
     *)
-        echo "unknown step: $step (tools, plots, seldon-core, mlserver)" >&2
+        echo "unknown step: $step (tools, plots, seldon-core, mlserver, profile)" >&2
         exit 2
         ;;
     esac
