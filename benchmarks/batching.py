@@ -74,6 +74,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us_per_request: float = 0.0  # server CPU (all its processes) per answered request
     calls_per_s: float | None = None  # predict calls/s (batched runs, from the batch metrics)
     mean_rows: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +131,21 @@ class Server:
         calls = sum(float(v) for v in re.findall(r"^fastseldon_batch_size_rows_count\{[^}]*\} (\S+)$", text, re.M))
         rows = sum(float(v) for v in re.findall(r"^fastseldon_batch_size_rows_sum\{[^}]*\} (\S+)$", text, re.M))
         return calls, rows
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU time of the supervisor and its workers so far (Linux /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == self.proc.pid:  # session id: the server runs in its own session
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -199,7 +215,9 @@ def measure(front: str, batched: bool, args: argparse.Namespace, workdir: Path, 
         port = server.http if front == "rest" else server.grpc
         run(port, args.concurrency, args.warmup, client_cpus, workdir)
         before = server.batch_totals() if batched else (0.0, 0.0)
+        cpu_before = server.cpu_seconds()
         figures = run(port, args.concurrency, args.duration, client_cpus, workdir)
+        cpu = server.cpu_seconds() - cpu_before
         after = server.batch_totals() if batched else (0.0, 0.0)
     finally:
         server.stop()
@@ -207,6 +225,7 @@ def measure(front: str, batched: bool, args: argparse.Namespace, workdir: Path, 
     result = Result(front, "batched" if batched else "unbatched", "wrk" if front == "rest" else "h2load",
                     args.concurrency, figures["rps"], figures["p50_ms"], figures["p99_ms"],
                     figures["errors"] + errors_logged)
+    result.cpu_us_per_request = cpu / max(1.0, figures["rps"] * args.duration) * 1e6
     if batched and after[0] > before[0]:
         calls = after[0] - before[0]
         result.calls_per_s = calls / args.duration
@@ -258,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
           f"1x10 float64 per request; concurrency {args.concurrency}; {args.duration:g} s per run; "
           f"server cpus {sorted(server_cpus) if server_cpus else 'any'}, client cpus {sorted(client_cpus) if client_cpus else 'any'}; "
           f"batched: --max-batch-size {args.max_batch_size} --max-batch-time-ms {args.max_batch_time_ms:g}")
-    print(f"{'front':5} {'mode':9} {'tool':6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>8} {'rows/call':>9} {'errors':>6}")
+    print(f"{'front':5} {'mode':9} {'tool':6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10} {'calls/s':>8} {'rows/call':>9} {'errors':>6}")
     for r in results:
-        print(f"{r.front:5} {r.mode:9} {r.tool:6} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
+        print(f"{r.front:5} {r.mode:9} {r.tool:6} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.cpu_us_per_request:10.0f} "
               f"{(f'{r.calls_per_s:.0f}' if r.calls_per_s else '-'):>8} {(f'{r.mean_rows:.1f}' if r.mean_rows else '-'):>9} {r.errors:6d}")
     ratios = {}
     for front in fronts:

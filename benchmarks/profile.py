@@ -78,7 +78,7 @@ def profile(sc: Scenario, *, duration_s: int, concurrency: int, top: int, out: P
         loader.start()
         time.sleep(1.0)  # sample the steady state, not the first connections
         cmd = [spy, "record", "--pid", str(srv.process.pid), "--subprocesses", "--duration", str(duration_s),
-               "--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"]
+               "--rate", "200", "--function", "--format", "raw", "--output", str(raw), "--nonblocking"]
         if native:
             cmd.append("--native")
         spied = subprocess.run(cmd, capture_output=True, text=True)

@@ -64,6 +64,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     _v2("raw", V2_GRPC, 10, "float64"),
     _v2("raw", V2_GRPC, 10_000, "float64"),
     _v2("raw", V2_GRPC, 10_000, "float32"),
+    # issue 6's report: small and 1x10 000 FP32 on every V2 encoding
+    _v2("json", V2_REST, 10_000, "float32"),
+    _v2("binary", V2_REST, 10, "float32"),
+    _v2("raw", V2_GRPC, 10, "float32"),
     # The same front with a model that costs 1 ms of CPU per call: shows how much of the
     # server's overhead still matters once the model does real work.
     Scenario("seldon-rest-ndarray-1x10-cost1ms", SELDON_REST, "ndarray", 1, 10, model="cost", cost_us=1000),

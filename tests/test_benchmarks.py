@@ -254,8 +254,16 @@ def test_h2load_measures_the_grpc_echo_server(tmp_path):
 
 
 def test_smoke_run_writes_a_clean_report_and_plots(tmp_path):
-    """The CI smoke benchmark: fastseldon and the ceilings, a few seconds, end to end."""
+    """The CI smoke benchmark: fastseldon and the ceilings, a few seconds, end to end.
+
+    matplotlib is a benchmark-only dependency: where the main test run lacks it, .ci/run's
+    benchmarks section installs it (benchmarks/setup.sh plots) and runs this test again.
+    """
     _need_tools()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pytest.skip("matplotlib not installed here; .ci/run's benchmarks section installs it and runs this test")
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--smoke", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
