@@ -22,9 +22,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from fastseldon import __version__, codec
-
-if not hasattr(codec, "parse_v2_json"):  # until codec/__init__ exports the V2 functions
-    from fastseldon.codec import reference as codec  # type: ignore[no-redef]
 from fastseldon.codec.datatypes import check_shape, dtype_for
 from fastseldon.errors import BadRequest, CodecError, FastSeldonError, MethodNotAllowed, NotFound, PayloadTooLarge
 from fastseldon.http import JSON, Request, Response
