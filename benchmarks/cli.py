@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"target: {t.label:<38} {t.scenario} / {t.baseline} on {t.against} >= {t.minimum:g}")
         return 0
     if args.command == "profile":
-        from benchmarks.profile import profile
+        from benchmarks.profiling import profile
 
         sc = scenarios.select([args.scenario])[0]
         path = profile(sc, duration_s=args.duration, concurrency=args.concurrency, top=args.top, out=args.out,
