@@ -108,6 +108,13 @@ cdef _Parser _shared = _Parser()
 # ------------------------------------------------------------------ generic values
 
 
+cdef inline bint _maybe_big_int(double d) noexcept:
+    """simdjson stores an integer token beyond 64 bits as a double; from the tape it cannot be
+    told apart from a float token, so every double of that magnitude goes to the reference
+    (json.loads keeps such integers as ints)."""
+    return d >= 9223372036854775808.0 or d <= -9223372036854775808.0
+
+
 cdef str _decode_str(const char *data, size_t size):
     try:
         return PyUnicode_DecodeUTF8(data, <Py_ssize_t>size, NULL)
@@ -120,8 +127,12 @@ cdef object to_py(const element &e, int depth):
     cdef int k = kind(e)
     cdef size_t size
     cdef const char *text
+    cdef double d
     if k == K_DOUBLE:
-        return PyFloat_FromDouble(as_double(e))
+        d = as_double(e)
+        if _maybe_big_int(d):
+            raise NeedsReference()
+        return PyFloat_FromDouble(d)
     if k == K_INT64:
         return PyLong_FromLongLong(as_int64(e))
     if k == K_STRING:
@@ -238,6 +249,8 @@ cdef bint _fill_f64(const element &e, int depth, int ndim, cnp.npy_intp *shape, 
             k = kind(child)
             if k == K_DOUBLE:
                 out[i] = as_double(child)
+                if _maybe_big_int(out[i]):
+                    return False
                 has_double[0] = True
             elif k == K_INT64:
                 out[i] = <double>as_int64(child)
@@ -474,6 +487,8 @@ cdef object v2_tensor(_Parser ps, const element &data, str datatype, const eleme
         else:
             if k == K_DOUBLE:
                 d = as_double(ps.leaves[i])
+                if _maybe_big_int(d):
+                    raise NeedsReference()
             elif k == K_INT64:
                 d = <double>as_int64(ps.leaves[i])
             elif k == K_UINT64:
@@ -570,6 +585,8 @@ cdef object _decode(object body, int which):
         try:
             if parse(ps.p[0], <const char *>view.buf, <size_t>view.len, &root) != 0:
                 return None
+            if which == 2:
+                return to_py(root, 0)
             if which == 0:
                 if kind(root) == K_OBJECT:
                     return _seldon_message(ps, as_object(root), 1, True)
@@ -585,6 +602,11 @@ cdef object _decode(object body, int which):
             ps.leaves.clear()
     finally:
         PyBuffer_Release(&view)
+
+
+def loads(body):
+    """Any JSON document as json.loads gives it, or None when the reference must decide."""
+    return _decode(body, 2)
 
 
 def parse_seldon_json(body):

@@ -21,7 +21,6 @@ from fastseldon.codec.datatypes import check_shape, element_count
 from fastseldon.errors import CodecError
 from fastseldon.proto import grpc_service_pb2, prediction_pb2
 
-loads = reference.loads
 to_array = reference.to_array
 v2_json_tensor = reference.v2_json_tensor
 
@@ -29,6 +28,14 @@ _F8 = np.dtype("<f8")
 _DUMPS_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _SeldonMessage = prediction_pb2.SeldonMessage
 _ModelInferRequest = grpc_service_pb2.ModelInferRequest
+
+
+def loads(body: bytes | bytearray | memoryview | str) -> Any:
+    """See reference.loads."""
+    doc = jsontensors.loads(body)
+    if doc is None:
+        return reference.loads(body)
+    return doc
 
 
 def parse_seldon_json(body: bytes | bytearray | memoryview | str) -> Any:

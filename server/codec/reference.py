@@ -5,10 +5,10 @@ codec/native.py) must give the same results, bit for bit, only faster. It is als
 when the extension is not built or ``FASTSELDON_NO_EXT=1``.
 
 JSON semantics are those of Python's ``json`` module, which Seldon's own server uses: a
-Seldon ``ndarray`` decodes to exactly ``np.array(json.loads(body)["data"]["ndarray"])``.
-orjson parses first (fast, strict); a document it refuses is retried with ``json`` so the
-non-standard literals ``NaN``/``Infinity``/``-Infinity``, integers beyond 64 bits and lone
-surrogates behave as in Seldon.
+Seldon ``ndarray`` decodes to exactly ``np.array(json.loads(body)["data"]["ndarray"])``,
+and the non-standard literals ``NaN``/``Infinity``/``-Infinity``, integers beyond 64 bits
+and lone surrogates behave as in Seldon. (orjson is not used for decoding: it turns
+integers beyond 64 bits into floats.)
 
 Protobuf: a small wire-format reader splits the tensor payload (``SeldonMessage.data.tensor
 .values``, ``ModelInferRequest.raw_input_contents``) off the request bytes and returns
@@ -46,16 +46,12 @@ _INT_RANGES = {name: (int(np.iinfo(dtype_for(name)).min), int(np.iinfo(dtype_for
 
 def loads(body: bytes | bytearray | memoryview | str) -> Any:
     """Parse a JSON document with Python ``json`` semantics; CodecError on malformed input."""
+    if isinstance(body, memoryview):
+        body = body.tobytes()
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        first_error = exc
-    try:
-        if isinstance(body, memoryview):
-            body = body.tobytes()
         return json.loads(body)
-    except (ValueError, TypeError, RecursionError):
-        raise CodecError(f"Invalid JSON: {first_error}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise CodecError(f"Invalid JSON: {exc}") from None
 
 
 def parse_seldon_json(body: bytes | bytearray | memoryview | str) -> Any:

@@ -1,0 +1,605 @@
+"""The codec: both implementations against the json/protobuf libraries, bit for bit.
+
+Property tests (hypothesis) draw shapes, dtypes and values (±0.0, subnormals, extreme
+exponents, NaN/Inf where the format allows them); unit tests pin the edge cases and the
+zero-copy promise (decoded arrays share memory with the request bytes).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastseldon import codec
+from fastseldon.codec import reference
+from fastseldon.errors import CodecError
+from fastseldon.proto import grpc_service_pb2 as v2pb
+from fastseldon.proto import prediction_pb2 as pb
+from test_codec_common import ERROR, IMPL_IDS, IMPLS, canon, native, outcome, seldon_view
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(params=IMPLS, ids=IMPL_IDS)
+def impl(request):
+    return request.param
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def test_native_extension_present_when_required():
+    """CI sets FASTSELDON_REQUIRE_EXT=1 so a build that silently lost the extension fails."""
+    if os.environ.get("FASTSELDON_REQUIRE_EXT") == "1":
+        assert native is not None
+        assert codec.IMPLEMENTATION == ("reference" if os.environ.get("FASTSELDON_NO_EXT") == "1" else "native")
+
+
+def test_no_ext_env_forces_reference():
+    code = "from fastseldon import codec; print(codec.IMPLEMENTATION, codec.dumps.__module__)"
+    env = dict(os.environ, FASTSELDON_NO_EXT="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["reference", "fastseldon.codec.reference"]
+
+
+def test_public_names_exist():
+    for name in ("CodecError", "IMPLEMENTATION", "loads", "dumps", "parse_seldon_json", "to_array"):
+        assert hasattr(codec, name)
+    assert codec.CodecError is CodecError
+    assert codec.IMPLEMENTATION in ("native", "reference")
+
+
+# --------------------------------------------------------------------------- Seldon JSON
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+specials = st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e-310, 0.1, 1 / 3])
+int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+numbers = st.one_of(finite, specials, int64s, st.integers(-1000, 1000))
+
+
+def rect(elements, max_dims=3, max_side=4):
+    """Nested rectangular lists (1..max_dims deep) of drawn elements."""
+
+    @st.composite
+    def build(draw):
+        shape = draw(st.lists(st.integers(0, max_side), min_size=1, max_size=max_dims))
+        count = math.prod(shape)
+        flat = draw(st.lists(elements, min_size=count, max_size=count))
+        return np.array(flat + [None], dtype=object)[:-1].reshape(shape).tolist() if count else _empty(shape)
+
+    return build()
+
+
+def _empty(shape):
+    if len(shape) == 1 or shape[0] == 0:
+        return []
+    return [_empty(shape[1:]) for _ in range(shape[0])]
+
+
+def _expected_seldon(body: bytes, path):
+    value = json.loads(body)
+    for key in path:
+        value = value[key]
+    try:
+        return canon(np.array(value))
+    except (ValueError, TypeError, OverflowError):
+        return ERROR
+
+
+def _assert_seldon_matches(impl, body: bytes, path):
+    doc = outcome(impl.parse_seldon_json, body)
+    assert doc is not ERROR, body
+    assert seldon_view(doc, impl.to_array) == seldon_view(json.loads(body), reference.to_array)
+    got = doc
+    for key in path:
+        got = got[key]
+    assert canon(outcome(impl.to_array, got)) == _expected_seldon(body, path)
+
+
+@SETTINGS
+@given(nd=rect(numbers))
+def test_seldon_ndarray_numbers_equal_json_then_np_array(nd):
+    body = json.dumps({"data": {"names": ["a"], "ndarray": nd}, "meta": {"puid": "p"}}).encode()
+    for impl in IMPLS:
+        _assert_seldon_matches(impl, body, ("data", "ndarray"))
+
+
+@SETTINGS
+@given(nd=rect(st.one_of(numbers, st.floats(), st.booleans(), st.none(), st.text(max_size=3), st.integers())))
+def test_seldon_ndarray_any_values_equal_json_then_np_array(nd):
+    body = json.dumps({"data": {"ndarray": nd}}).encode()
+    for impl in IMPLS:
+        _assert_seldon_matches(impl, body, ("data", "ndarray"))
+
+
+@SETTINGS
+@given(values=st.lists(numbers, max_size=50), shape=st.lists(st.integers(0, 5), max_size=3))
+def test_seldon_tensor_values(values, shape):
+    body = json.dumps({"data": {"tensor": {"shape": shape, "values": values}}}).encode()
+    for impl in IMPLS:
+        _assert_seldon_matches(impl, body, ("data", "tensor", "values"))
+
+
+@pytest.mark.parametrize(
+    "nd",
+    [
+        [[1, 2], [3, 4]],
+        [[1, 2.5]],
+        [1.0, 2],
+        [],
+        [[]],
+        [[], []],
+        [[[]]],
+        [-0, -0.0],
+        [9223372036854775807, -9223372036854775808],
+        [9223372036854775808],
+        [18446744073709551615, 1],
+        [10**30],
+        [1e400],
+        [[1], [2, 3]],
+        [[1, 2], [3]],
+        [1, [2]],
+        [[1, 2], 3],
+        [[1, "a"]],
+        [True, 1],
+        [None],
+        ["a", "b"],
+        [{"x": 1}],
+        [[[1, 2], [3, 4]], [[5, 6], [7, 8]]],
+        [5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 4.9e-324],
+    ],
+)
+def test_seldon_ndarray_edge_cases(impl, nd):
+    body = json.dumps({"data": {"ndarray": nd}}).encode()
+    _assert_seldon_matches(impl, body, ("data", "ndarray"))
+
+
+def test_seldon_numeric_ndarray_is_an_array_natively():
+    if native is None:
+        pytest.skip("native codec not built")  # FASTSELDON_REQUIRE_EXT turns this case into a failure above
+    doc = native.parse_seldon_json(b'{"data":{"ndarray":[[1,2.5],[3,4]]},"meta":{}}')
+    assert isinstance(doc["data"]["ndarray"], np.ndarray) and doc["data"]["ndarray"].dtype == np.float64
+    doc = native.parse_seldon_json(b'{"data":{"ndarray":[[1,2],[3,4]]}}')
+    assert doc["data"]["ndarray"].dtype == np.int64
+    doc = native.parse_seldon_json(b'{"seldonMessages":[{"data":{"tensor":{"shape":[2],"values":[1.5,2]}}}]}')
+    assert isinstance(doc["seldonMessages"][0]["data"]["tensor"]["values"], np.ndarray)
+    doc = native.parse_seldon_json(b'[{"data":{"ndarray":[1]}}]')
+    assert isinstance(doc[0]["data"]["ndarray"], np.ndarray)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data":{"ndarray":[NaN, Infinity, -Infinity, 1]}}',
+        b'{"data":{"ndarray":[1,2]},"data":{"ndarray":[[3.5]]}}',
+        b'{"jsonData":{"a":[1,2,{"b":null}]},"meta":{"tags":{"x":"\\u00e9\\ud83d\\ude00"}}}',
+        b'{"strData":"hello"}',
+        b'\xef\xbb\xbf{"data":{"ndarray":[1]}}',
+        b'  {"data" : {"ndarray" : [ 1 , 2 ] } }  ',
+        b"[]",
+        b"null",
+        b"3",
+        b'"\\ud800"',
+    ],
+)
+def test_seldon_documents_equal_json(impl, body):
+    doc = outcome(impl.parse_seldon_json, body)
+    assert seldon_view(doc, impl.to_array) == seldon_view(json.loads(body), reference.to_array)
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b'{"data":', b"[1,]", b"\xff\xfe", b'{"a":1}x', b"nan", b"{'a':1}"])
+def test_malformed_json_is_a_codec_error(impl, body):
+    with pytest.raises(CodecError):
+        impl.parse_seldon_json(body)
+    with pytest.raises(CodecError):
+        impl.parse_v2_json(body)
+    with pytest.raises(CodecError):
+        impl.loads(body)
+
+
+def test_ragged_ndarray_is_a_codec_error_in_to_array(impl):
+    doc = impl.parse_seldon_json(b'{"data":{"ndarray":[[1],[2,3]]}}')
+    with pytest.raises(CodecError):
+        impl.to_array(doc["data"]["ndarray"])
+
+
+# --------------------------------------------------------------------------- V2 JSON
+
+V2_NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
+
+
+@st.composite
+def v2_tensor(draw):
+    datatype = draw(st.sampled_from(V2_NUMERIC + ["BYTES"]))
+    shape = draw(st.lists(st.integers(0, 4), min_size=1, max_size=3))
+    count = math.prod(shape)
+    if datatype == "BOOL":
+        elem = st.booleans()
+    elif datatype == "BYTES":
+        elem = st.text(max_size=5)
+    elif datatype.startswith(("INT", "UINT")):
+        info = np.iinfo(codec.dtype_for(datatype))
+        elem = st.integers(int(info.min), int(info.max))
+    else:
+        elem = st.one_of(finite, specials, st.integers(-(2**63), 2**63 - 1), st.floats(width=16), st.floats(width=32))
+    values = draw(st.lists(elem, min_size=count, max_size=count))
+    nested = draw(st.booleans())
+    data = np.array(values + [None], dtype=object)[:-1].reshape(shape).tolist() if nested and count else values
+    return datatype, shape, values, data
+
+
+def _expected_v2(datatype, shape, values):
+    if datatype == "BYTES":
+        out = np.empty(len(values), dtype=object)
+        out[:] = [v.encode("utf-8", "surrogatepass") for v in values]
+        return out.reshape(shape)
+    if datatype in ("FP16", "FP32"):
+        with np.errstate(over="ignore"):
+            arr = np.array(values, dtype=np.float64).astype(codec.dtype_for(datatype))
+        if np.isinf(arr).any():
+            return ERROR
+        return arr.reshape(shape)
+    return np.array(values, dtype=codec.dtype_for(datatype)).reshape(shape)
+
+
+@SETTINGS
+@given(tensor=v2_tensor())
+def test_v2_json_inputs_decode_to_declared_datatype_and_shape(tensor):
+    datatype, shape, values, data = tensor
+    body = json.dumps({"id": "r", "inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]}).encode()
+    expected = _expected_v2(datatype, shape, values)
+    for impl in IMPLS:
+        got = outcome(impl.parse_v2_json, body)
+        if expected is ERROR:
+            assert got is ERROR
+        else:
+            assert canon(got["inputs"][0]["data"]) == canon(expected), impl.__name__
+            assert got["id"] == "r" and got["inputs"][0]["shape"] == shape
+
+
+@pytest.mark.parametrize(
+    "inp",
+    [
+        {"datatype": "INT8", "shape": [1], "data": [128]},
+        {"datatype": "UINT8", "shape": [1], "data": [-1]},
+        {"datatype": "INT32", "shape": [1], "data": [1.0]},
+        {"datatype": "INT64", "shape": [1], "data": [9223372036854775808]},
+        {"datatype": "BOOL", "shape": [1], "data": [1]},
+        {"datatype": "FP32", "shape": [1], "data": [True]},
+        {"datatype": "FP32", "shape": [1], "data": [1e39]},
+        {"datatype": "FP16", "shape": [1], "data": [70000]},
+        {"datatype": "FP32", "shape": [1], "data": ["1"]},
+        {"datatype": "BYTES", "shape": [1], "data": [1]},
+        {"datatype": "FP32", "shape": [3], "data": [1, 2]},
+        {"datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]},
+        {"datatype": "FP32", "shape": [-1], "data": [1]},
+        {"datatype": "FP32", "shape": [True], "data": [1]},
+        {"datatype": "BF16", "shape": [1], "data": [1]},
+        {"datatype": "FP8", "shape": [1], "data": [1]},
+        {"datatype": "FP32", "shape": [1], "data": 1},
+    ],
+)
+def test_v2_json_bad_inputs_are_codec_errors(impl, inp):
+    body = json.dumps({"inputs": [dict(name="x", **inp)]}).encode()
+    with pytest.raises(CodecError):
+        impl.parse_v2_json(body)
+
+
+def test_v2_json_nan_literals_and_untouched_inputs(impl):
+    body = b'{"inputs":[{"name":"a","datatype":"FP64","shape":[3],"data":[NaN,Infinity,-Infinity]},' \
+           b'{"name":"b","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":8}},{"name":"c","data":[1]}]}'
+    doc = impl.parse_v2_json(body)
+    a = doc["inputs"][0]["data"]
+    assert a.dtype == np.float64 and np.isnan(a[0]) and a[1] == np.inf and a[2] == -np.inf
+    assert "data" not in doc["inputs"][1] and doc["inputs"][2]["data"] == [1]
+
+
+# --------------------------------------------------------------------------- JSON encode
+
+
+@SETTINGS
+@given(
+    arr=st.one_of(
+        st.lists(st.floats(), max_size=30).map(lambda v: np.array(v, dtype=np.float64)),
+        st.lists(st.floats(width=32), max_size=30).map(lambda v: np.array(v, dtype=np.float32)),
+        st.lists(st.floats(width=16), max_size=30).map(lambda v: np.array(v, dtype=np.float16)),
+        st.lists(int64s, max_size=30).map(lambda v: np.array(v, dtype=np.int64)),
+        st.lists(st.integers(0, 255), max_size=30).map(lambda v: np.array(v, dtype=np.uint8)),
+        st.lists(st.booleans(), max_size=30).map(lambda v: np.array(v, dtype=bool)),
+    ),
+    rows=st.integers(1, 3),
+)
+def test_dumps_writes_tolist_values_exactly(arr, rows):
+    arr = np.tile(arr, (rows, 1))
+    obj = {"data": {"names": ["a"], "ndarray": arr, "tensor": {"values": arr.ravel()[::-1]}}, "meta": {"x": [1.5, None]}}
+    outputs = {impl.__name__: impl.dumps(obj) for impl in IMPLS}
+    assert len(set(outputs.values())) == 1, outputs
+    back = json.loads(next(iter(outputs.values())))
+    assert canon(back["data"]["ndarray"]) == canon(arr.tolist())
+    assert canon(back["data"]["tensor"]["values"]) == canon(arr.ravel()[::-1].tolist())
+
+
+def test_dumps_nonfinite_literals(impl):
+    out = impl.dumps({"a": np.array([np.nan, np.inf, -np.inf, 1.0]), "b": [float("nan")], "c": np.float32(np.inf)})
+    assert out == b'{"a":[NaN,Infinity,-Infinity,1.0],"b":[NaN],"c":Infinity}'
+    assert impl.dumps({"a": None, "b": [1.5, 2]}) == b'{"a":null,"b":[1.5,2]}'
+
+
+def test_dumps_odd_arrays(impl):
+    arr = np.arange(12, dtype=">f8").reshape(3, 4)
+    obj = {"t": arr[:, ::2], "s": np.array(["a", "é"]), "z": np.array(3.5), "o": np.array([1, "x"], dtype=object)}
+    assert impl.dumps(obj) == reference.dumps(obj)
+    assert json.loads(impl.dumps(obj)) == {"t": arr[:, ::2].tolist(), "s": ["a", "é"], "z": 3.5, "o": [1, "x"]}
+    with pytest.raises(CodecError):
+        impl.dumps({"c": np.array([1j])})
+
+
+def test_v2_json_data(impl):
+    assert impl.dumps(impl.v2_json_data(np.float32([[0.1, 2]]))) == b"[0.10000000149011612,2.0]"
+    assert impl.v2_json_data(np.array([b"ab", "c"], dtype=object)) == ["ab", "c"]
+    with pytest.raises(CodecError):
+        impl.v2_json_data(np.array([b"\xff"], dtype=object))
+
+
+# --------------------------------------------------------------------------- raw tensor bytes
+
+
+@SETTINGS
+@given(
+    datatype=st.sampled_from(V2_NUMERIC),
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_raw_roundtrip_is_a_view(datatype, shape, seed):
+    dtype = codec.dtype_for(datatype)
+    size = math.prod(shape) * dtype.itemsize
+    raw = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    if datatype == "BOOL":
+        raw = bytes(b & 1 for b in raw)
+    for impl in IMPLS:
+        arr = impl.decode_raw(raw, datatype, shape)
+        assert arr.dtype == dtype and arr.shape == tuple(shape)
+        assert arr.tobytes() == raw
+        if size:
+            assert np.shares_memory(arr, np.frombuffer(raw, np.uint8))
+        assert bytes(impl.encode_raw(arr)) == raw
+        assert bytes(impl.encode_raw(arr.astype(arr.dtype.newbyteorder(">")), datatype)) == raw
+
+
+@SETTINGS
+@given(items=st.lists(st.binary(max_size=20), max_size=20))
+def test_bytes_elements_roundtrip(items):
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    expected = b"".join(len(b).to_bytes(4, "little") + b for b in items)
+    for impl in IMPLS:
+        raw = impl.encode_raw(arr)
+        assert bytes(raw) == expected
+        assert canon(impl.decode_raw(raw, "BYTES", [len(items)])) == canon(arr)
+
+
+@pytest.mark.parametrize(
+    "raw,count",
+    [(b"\x01\x00\x00", 1), (b"\x05\x00\x00\x00ab", 1), (b"\x00\x00\x00\x00x", 1), (b"", 1), (b"\x00\x00\x00\x00", 0)],
+)
+def test_bad_bytes_elements(impl, raw, count):
+    with pytest.raises(CodecError):
+        impl.decode_raw(raw, "BYTES", [count])
+
+
+def test_raw_size_and_bool_checks(impl):
+    with pytest.raises(CodecError):
+        impl.decode_raw(b"\x00" * 7, "FP32", [2])
+    with pytest.raises(CodecError):
+        impl.decode_raw(b"\x02", "BOOL", [1])
+    with pytest.raises(CodecError):
+        impl.decode_raw(b"", "BF16", [0])
+    with pytest.raises(CodecError):
+        impl.encode_raw(np.array([1, 2], dtype=object), "BYTES")
+
+
+# --------------------------------------------------------------------------- protobuf
+
+
+def _seldon(values, shape, names=(), puid="", extra=None):
+    msg = pb.SeldonMessage()
+    if puid:
+        msg.meta.puid = puid
+        msg.meta.tags["k"].number_value = 1.5
+    msg.data.names.extend(names)
+    msg.data.tensor.SetInParent()
+    msg.data.tensor.shape.extend(shape)
+    msg.data.tensor.values.extend(values)
+    if extra:
+        extra(msg)
+    return msg
+
+
+def _library_split(body: bytes):
+    """What protobuf itself says: the message without tensor values, and the values."""
+    try:
+        msg = pb.SeldonMessage.FromString(body)
+    except Exception:  # noqa: BLE001
+        return ERROR
+    values = None
+    if msg.WhichOneof("data_oneof") == "data" and msg.data.WhichOneof("data_oneof") == "tensor":
+        values = np.array(msg.data.tensor.values, dtype=np.float64)
+        msg.data.tensor.ClearField("values")
+    msg.DiscardUnknownFields()
+    return msg.SerializeToString(deterministic=True), canon(values) if values is not None else None
+
+
+def _codec_split(impl, body: bytes):
+    try:
+        msg, values = impl.decode_seldon_message(body)
+    except CodecError:
+        return ERROR
+    msg.DiscardUnknownFields()
+    return msg.SerializeToString(deterministic=True), canon(values) if values is not None else None
+
+
+@SETTINGS
+@given(
+    values=st.lists(st.floats(), max_size=40),
+    shape=st.lists(st.integers(0, 2**31 - 1), max_size=4),
+    names=st.lists(st.text(max_size=4), max_size=3),
+    puid=st.text(max_size=5),
+)
+def test_seldon_proto_matches_protobuf(values, shape, names, puid):
+    body = _seldon(values, shape, names, puid).SerializeToString()
+    expected = _library_split(body)
+    for impl in IMPLS:
+        assert _codec_split(impl, body) == expected
+        msg, vals = impl.decode_seldon_message(body)
+        if values:
+            assert np.shares_memory(vals, np.frombuffer(body, np.uint8))
+            assert not vals.flags.writeable
+
+
+@SETTINGS
+@given(values=st.lists(st.floats(), max_size=40), names=st.lists(st.text(max_size=4), max_size=3), puid=st.text(max_size=5), cols=st.integers(1, 4))
+def test_encode_seldon_message_equals_protobuf(values, names, puid, cols):
+    arr = np.array(values[: len(values) // cols * cols], dtype=np.float64).reshape(-1, cols)
+    head = pb.SeldonMessage()
+    if puid:
+        head.meta.puid = puid
+        head.meta.tags["k"].number_value = 1.5
+    head.status.code = 3
+    head.data.names.extend(names)
+    expected = _seldon(arr.ravel().tolist(), arr.shape, names, puid)
+    expected.status.code = 3
+    for impl in IMPLS:
+        out = impl.encode_seldon_message(head, arr)
+        assert out == expected.SerializeToString()
+        ints = np.arange(arr.size, dtype=np.int32).reshape(arr.shape)
+        assert impl.encode_seldon_message(head, ints) == impl.encode_seldon_message(head, ints.astype(np.float64))
+
+
+def test_zero_copy_seldon_tensor_1x10000():
+    arr = np.random.default_rng(1).random((1, 10000))
+    body = _seldon(arr.ravel().tolist(), arr.shape).SerializeToString()
+    for impl in IMPLS:
+        msg, values = impl.decode_seldon_message(body)
+        assert values.base is not None and np.shares_memory(values, np.frombuffer(body, np.uint8))
+        assert np.array_equal(values.reshape(list(msg.data.tensor.shape)), arr)
+        assert list(msg.data.tensor.shape) == [1, 10000] and len(msg.data.tensor.values) == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        lambda m: None,
+        lambda m: m.meta.routing.__setitem__("r", 2),
+        lambda m: m.meta.metrics.add(key="k", value=1.5),
+    ],
+)
+def test_seldon_proto_other_fields_kept(impl, extra):
+    body = _seldon([1.0, 2.0], [1, 2], ["a", "b"], "p", extra).SerializeToString()
+    msg, values = impl.decode_seldon_message(body)
+    full = pb.SeldonMessage.FromString(body)
+    assert list(values) == [1.0, 2.0]
+    full.data.tensor.ClearField("values")
+    assert msg == full
+
+
+def _field(number, wire, payload=b""):
+    tag = bytearray()
+    reference._put_varint(tag, number << 3 | wire)
+    if wire == 2:
+        reference._put_varint(tag, len(payload))
+    return bytes(tag) + payload
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        _field(2, 2, _field(1, 2, b"x")),  # meta only
+        _field(3, 2, _field(3, 2, b"")),  # ndarray
+        _field(5, 2, b"hi"),  # strData
+        _field(3, 2, _field(2, 2, _field(2, 1, b"\x00" * 8) * 2)),  # unpacked doubles
+        _field(3, 2, _field(2, 2, _field(2, 2, b"\x00" * 8) * 2)),  # values split in two packed runs
+        _field(3, 2, _field(2, 2, _field(1, 0, b"\x02") + _field(2, 2, b"\x00" * 16))),  # unpacked shape
+        _field(3, 2, _field(2, 2, _field(2, 2, b"\x00" * 8))) * 2,  # data twice (merged)
+        _field(3, 2, _field(2, 2, b"")) + _field(5, 2, b"s"),  # oneof: last one wins
+        _field(3, 2, _field(2, 2, _field(1, 2, b"\xff\xff\xff\xff\x0f"))),  # shape -1
+        _field(3, 2, _field(2, 2, _field(9, 5, b"abcd") + _field(2, 2, b"\x00" * 8))),  # unknown field in tensor
+        _field(3, 2, _field(2, 2, _field(2, 2, b"\x00" * 7))),  # packed length not a multiple of 8
+        _field(3, 0, b"\x01"),  # data with the wrong wire type
+        b"\x1a\x05\x12\x03\x12\x08",  # truncated
+        b"\x1a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",  # varint overflow
+        b"\x0b\x0c",  # group
+        b"\x00",  # field 0
+        b"\x1f",  # wire type 7
+    ],
+)
+def test_seldon_proto_unusual_layouts_match_protobuf(impl, body):
+    assert _codec_split(impl, body) == _library_split(body)
+
+
+@SETTINGS
+@given(
+    raws=st.lists(st.binary(max_size=40), max_size=4),
+    name=st.text(max_size=5),
+    params=st.dictionaries(st.text(max_size=3), st.integers(-5, 5), max_size=2),
+)
+def test_infer_request_matches_protobuf(raws, name, params):
+    req = v2pb.ModelInferRequest(model_name=name, id="i")
+    for i, raw in enumerate(raws):
+        req.inputs.add(name=f"in{i}", datatype="UINT8", shape=[len(raw)])
+        req.raw_input_contents.append(raw)
+    for k, v in params.items():
+        req.parameters[k].int64_param = v
+    body = req.SerializeToString()
+    stripped = v2pb.ModelInferRequest.FromString(body)
+    stripped.ClearField("raw_input_contents")
+    for impl in IMPLS:
+        msg, views = impl.decode_infer_request(body)
+        assert msg == stripped
+        assert [bytes(v) for v in views] == raws
+        for view in views:
+            if len(view):
+                arr = impl.decode_raw(view, "UINT8", [len(view)])
+                assert np.shares_memory(arr, np.frombuffer(body, np.uint8))
+        assert v2pb.ModelInferRequest.FromString(impl.encode_infer_request(msg, views)) == req
+
+
+def test_encode_infer_response_equals_protobuf(impl):
+    outs = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([b"a", b"bc"], dtype=object)]
+    resp = v2pb.ModelInferResponse(model_name="m", id="x")
+    for i, arr in enumerate(outs):
+        resp.outputs.add(name=f"o{i}", datatype=codec.datatype_for(arr.dtype), shape=arr.shape)
+    full = v2pb.ModelInferResponse()
+    full.CopyFrom(resp)
+    raws = [impl.encode_raw(a) for a in outs]
+    full.raw_output_contents.extend(bytes(r) for r in raws)
+    assert impl.encode_infer_response(resp, raws) == full.SerializeToString()
+
+
+def test_zero_copy_v2_raw_input_1x10000():
+    arr = np.random.default_rng(2).random((1, 10000)).astype(np.float32)
+    req = v2pb.ModelInferRequest(model_name="m")
+    req.inputs.add(name="x", datatype="FP32", shape=[1, 10000])
+    req.raw_input_contents.append(arr.tobytes())
+    body = req.SerializeToString()
+    for impl in IMPLS:
+        msg, views = impl.decode_infer_request(body)
+        out = impl.decode_raw(views[0], msg.inputs[0].datatype, list(msg.inputs[0].shape))
+        assert np.shares_memory(out, np.frombuffer(body, np.uint8)) and np.array_equal(out, arr)
+
+
+def test_bad_protobuf_is_a_codec_error(impl):
+    with pytest.raises(CodecError):
+        impl.decode_seldon_message(b"\x1a\x05\x12\x03\x12\x08")
+    with pytest.raises(CodecError):
+        impl.decode_infer_request(b"\x3a\x05ab")
+    with pytest.raises(CodecError):
+        impl.encode_seldon_message(pb.SeldonMessage(), np.array(["a"]))
