@@ -63,7 +63,7 @@ def tool_versions() -> dict[str, str]:
     for name, args in (("wrk", ["wrk", "-v"]), ("h2load", ["h2load", "--version"])):
         try:
             text = subprocess.run(args, capture_output=True, text=True, timeout=5).stdout
-            out[name] = text.splitlines()[0].strip() if text else "?"
+            out[name] = text.splitlines()[0].split(" Copyright")[0].strip() if text else "?"
         except (OSError, subprocess.TimeoutExpired):
             out[name] = "missing"
     return out

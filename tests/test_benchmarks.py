@@ -280,3 +280,18 @@ def test_smoke_run_writes_a_clean_report_and_plots(tmp_path):
     for name in ("throughput.png", "latency.png", "latency-cdf.png", "targets.png"):
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
+
+
+def test_profile_summary_ranks_own_and_inclusive_time():
+    from benchmarks.profiling import summarize
+
+    collapsed = "\n".join([
+        "process 1:python;thread (0x1);main (a.py);handle (b.py);parse (c.py) 60",
+        "process 1:python;thread (0x1);main (a.py);handle (b.py);write (d.py) 30",
+        "process 1:python;thread (0x1);main (a.py) 10",
+        "garbage line without a count",
+    ])
+    total, own, inclusive = summarize(collapsed, top=2)
+    assert total == 100
+    assert own == [("parse (c.py)", 60), ("write (d.py)", 30)]
+    assert inclusive == [("main (a.py)", 100), ("handle (b.py)", 90)]
