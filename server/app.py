@@ -90,7 +90,9 @@ class App:
     def invoke_blocking(self, call: Call) -> Any:
         """From a gRPC handler thread: sync hooks run right here, the rest go via the loop."""
         hook = call.hook
-        if hook.is_async or (call.batchable and self.batcher is not None and self.batcher.wants(call)):
+        if call.batchable and self.batcher is not None and self.batcher.wants(call):
+            return self.batcher.submit_blocking(call)  # the batch resolves this thread's future directly
+        if hook.is_async:
             return asyncio.run_coroutine_threadsafe(self.invoke(call), self.loop).result()
         return hook.timed_call(*call.args, **call.kwargs)
 

@@ -5,13 +5,15 @@ along axis 0 (Triton's and MLServer's contract too). Requests that agree on the 
 shape past axis 0 and the other positional arguments (Seldon's ``names``) are stacked with
 ``np.concatenate`` into one call; the result is cut back by each request's row count.
 
-When a batch goes (MLServer's adaptive batcher, with the pitfalls of its issues fixed):
+When a batch goes (MLServer's adaptive batcher, with the pitfalls of its issues fixed), once
+fewer than ``max_in_flight`` batches are running:
   * it holds ``max_batch_size`` rows, or
   * ``max_batch_time`` has passed since its *first* item arrived (``time.monotonic``), or
   * the event loop went one whole iteration without a new arrival: nothing else is
-    waiting to join, so a lone or sequential caller never sits out the window;
-and only while fewer than ``max_in_flight`` batches are running. Requests that arrive while
-a batch runs queue behind it, so batches grow with load on their own.
+    waiting to join, so a lone or sequential caller never sits out the window, or
+  * it queued behind a running batch: it goes as soon as that one finishes, and the loop
+    answers the finished batch's callers while it runs.
+So batches grow with load on their own, and predict never idles while requests wait.
 
 Errors stay with the requests that caused them: when a batched predict raises, its members
 are re-run one at a time so one bad request doesn't fail its neighbours. A batched predict
@@ -26,7 +28,8 @@ import copy
 import logging
 import time
 from collections import deque
-from concurrent.futures import Executor
+import threading
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
@@ -183,7 +186,7 @@ class BatchMetrics:
 class _Item:
     call: Call
     rows: int
-    future: asyncio.Future
+    future: asyncio.Future | Future  # a concurrent Future for callers on other threads (gRPC)
     arrived: float  # time.monotonic()
 
 
@@ -194,7 +197,8 @@ class _Batch:
     items: list[_Item]
     rows: int
     opened: float  # arrival of the first item: the deadline counts from here
-    closed: bool = False  # full (or a big request ended it): dispatch as soon as a slot is free
+    closed: bool = False  # full (or a big request ended it): takes no more items
+    waited: bool = False  # queued behind a running batch: go as soon as a slot frees
 
 
 class AdaptiveBatcher:
@@ -229,6 +233,9 @@ class AdaptiveBatcher:
         self._tick_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._warned_rows = False
+        # calls handed over by other threads, taken in by the loop in one go (one wake-up per burst)
+        self._inbox: list[tuple[Hashable, _Item]] = []
+        self._inbox_lock = threading.Lock()
 
     # -- public
 
@@ -253,17 +260,58 @@ class AdaptiveBatcher:
             if self.metrics is not None:
                 self.metrics.rejected.inc()
             raise QueueFull(f"batch queue is full ({self._waiting} requests waiting); retry later")
-        x = call.args[0]
-        item = _Item(call, x.shape[0], self.loop.create_future(), time.monotonic())
-        self._enqueue(key, call.hook, item)
-        self._waiting += 1
-        self._arrivals += 1
-        self._schedule()
+        item = _Item(call, call.args[0].shape[0], self.loop.create_future(), time.monotonic())
+        self._admit(key, item)
         try:
             return await item.future
         except asyncio.CancelledError:
             self._withdraw(key, item)
             raise
+
+    def submit_blocking(self, call: Call) -> Any:
+        """``submit`` for a caller on another thread (a gRPC handler): blocks until its rows are back.
+
+        The thread never runs a coroutine: it leaves the call in an inbox, wakes the loop only
+        when the inbox was empty, and waits on a plain Future the batch resolves directly.
+        """
+        key = batch_key(call)
+        item = _Item(call, call.args[0].shape[0] if key is not None else 0, Future(), time.monotonic())
+        with self._inbox_lock:
+            self._inbox.append((key, item))
+            wake = len(self._inbox) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._take_inbox)
+        return item.future.result()
+
+    def _take_inbox(self) -> None:
+        with self._inbox_lock:
+            inbox, self._inbox = self._inbox, []
+        for key, item in inbox:
+            if key is None:
+                self._adopt(self._run_alone(item.call), item.future)
+            elif self._waiting >= self.max_queue:
+                if self.metrics is not None:
+                    self.metrics.rejected.inc()
+                item.future.set_exception(QueueFull(f"batch queue is full ({self._waiting} requests waiting); retry later"))
+            else:
+                self._admit(key, item)
+
+    def _adopt(self, coro: Any, future: Future) -> None:
+        async def run() -> None:
+            try:
+                future.set_result(await coro)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread
+                future.set_exception(exc)
+
+        task = self.loop.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _admit(self, key: Hashable, item: _Item) -> None:
+        self._enqueue(key, item.call.hook, item)
+        self._waiting += 1
+        self._arrivals += 1
+        self._schedule()
 
     # -- queueing
 
@@ -322,7 +370,7 @@ class AdaptiveBatcher:
 
     def _due(self, now: float, quiet: bool) -> _Batch | None:
         for batch in self._queue:
-            if batch.closed or quiet or now - batch.opened >= self.max_batch_time:
+            if batch.closed or batch.waited or quiet or now - batch.opened >= self.max_batch_time:
                 return batch
         return None
 
@@ -379,6 +427,10 @@ class AdaptiveBatcher:
             raise
         finally:
             self._in_flight -= 1
+            # What queued while this batch ran has waited long enough: it goes next, at once, and
+            # the loop answers this batch's callers while the next one runs (double buffering).
+            for waiting in self._queue:
+                waiting.waited = True
             if self._queue:
                 self._schedule()
 
@@ -418,7 +470,7 @@ def _stacked_call(hook: Hook, calls: list[Call]) -> Any:
     return hook.timed_call(np.concatenate([c.args[0] for c in calls]), *first.args[1:], **first.kwargs)
 
 
-def _fail(future: asyncio.Future, exc: BaseException) -> None:
+def _fail(future: asyncio.Future | Future, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
 

@@ -508,3 +508,68 @@ def test_user_model_error_mapping_unchanged():
 
     assert isinstance(user_error(ValueError("x")), UserModelError)
     assert isinstance(user_error(BatchRowsError("y")), BatchRowsError)
+
+
+# --------------------------------------------------------------------------- callers on other threads (the gRPC front)
+
+
+def _loop_in_thread(factory):
+    loop = factory()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    return loop, thread
+
+
+@pytest.mark.parametrize("flavour", ["asyncio", "uvloop"])
+def test_blocking_submit_from_many_threads_shares_predict_and_keeps_rows_apart(flavour, executor):
+    loop, thread = _loop_in_thread(asyncio.new_event_loop if flavour == "asyncio" else uvloop.new_event_loop)
+    model = Recorder(delay=0.01)
+    h = hook_of(model.predict)
+    try:
+        b = AdaptiveBatcher(loop=loop, executor=executor, max_batch_size=64, max_batch_time=0.005)
+        inputs = [rows_for(i, 1 + i % 3) for i in range(32)]
+        with ThreadPoolExecutor(max_workers=32) as callers:
+            outs = list(callers.map(lambda x: b.submit_blocking(call(h, x)), inputs))
+        for x, out in zip(inputs, outs):
+            np.testing.assert_array_equal(out, x * 2 + 1)
+        rows = [c["rows"] for c in model.calls]
+        assert sum(rows) == sum(x.shape[0] for x in inputs)
+        assert max(rows) > 3 and len(rows) < 32, rows
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_blocking_submit_errors_and_queue_limit_reach_the_calling_thread(executor):
+    loop, thread = _loop_in_thread(asyncio.new_event_loop)
+    model = Recorder(delay=0.05)
+    h = hook_of(model.predict)
+    try:
+        b = AdaptiveBatcher(loop=loop, executor=executor, max_batch_size=64, max_batch_time=0.005, max_queue=4)
+
+        def send(x):
+            try:
+                return b.submit_blocking(call(h, x))
+            except Exception as exc:  # noqa: BLE001 - the test inspects what each thread got
+                return exc
+
+        with ThreadPoolExecutor(max_workers=12) as callers:
+            first = callers.submit(send, rows_for(99))
+            time.sleep(0.02)  # the first call holds the slot; the next ones queue (4 fit)
+            rest = [callers.submit(send, x) for x in [rows_for(1), -rows_for(2)] + [rows_for(i) for i in range(3, 11)]]
+            outs = [f.result(10) for f in rest]
+            np.testing.assert_array_equal(first.result(10), rows_for(99) * 2 + 1)
+        refused = [o for o in outs if isinstance(o, QueueFull)]
+        served = [o for o in outs if not isinstance(o, QueueFull)]
+        assert len(refused) == 6 and len(served) == 4
+        assert sum(isinstance(o, ValueError) for o in served) <= 1
+        for x, out in zip([rows_for(1), -rows_for(2)] + [rows_for(i) for i in range(3, 11)], outs):
+            if isinstance(out, np.ndarray):
+                np.testing.assert_array_equal(out, x * 2 + 1)
+            elif isinstance(out, ValueError):
+                assert (x < 0).all()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
