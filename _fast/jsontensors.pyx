@@ -19,7 +19,7 @@ from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.float cimport PyFloat_FromDouble
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, INT64_MIN
 from libc.math cimport isinf
 from libcpp.vector cimport vector
 from cython.operator cimport preincrement as inc
@@ -434,7 +434,7 @@ cdef object v2_tensor(_Parser ps, const element &data, str datatype, const eleme
         arr = cnp.PyArray_EMPTY(ndim, shape, cnp.NPY_BOOL, 0)
     elif code == DT_INT:
         arr = cnp.PyArray_EMPTY(ndim, shape, {1: cnp.NPY_INT8, 2: cnp.NPY_INT16, 4: cnp.NPY_INT32, 8: cnp.NPY_INT64}[width], 0)
-        lo = -(<int64_t>1 << (8 * width - 1)) if width < 8 else <int64_t>(-9223372036854775807 - 1)
+        lo = -(<int64_t>1 << (8 * width - 1)) if width < 8 else INT64_MIN
         hi = (<uint64_t>1 << (8 * width - 1)) - 1
     elif code == DT_UINT:
         arr = cnp.PyArray_EMPTY(ndim, shape, {1: cnp.NPY_UINT8, 2: cnp.NPY_UINT16, 4: cnp.NPY_UINT32, 8: cnp.NPY_UINT64}[width], 0)
@@ -624,13 +624,3 @@ def parse_v2_json(body):
 def simd_implementation():
     """Which of simdjson's kernels runs on this CPU (e.g. 'haswell', 'icelake', 'fallback')."""
     return implementation_name().decode("ascii")
-
-
-def _bench_parse_only(body, int n):
-    cdef Py_buffer view
-    cdef element root
-    cdef _Parser ps = _shared
-    PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
-    for _ in range(n):
-        parse(ps.p[0], <const char *>view.buf, <size_t>view.len, &root)
-    PyBuffer_Release(&view)
