@@ -1,10 +1,12 @@
 """Adaptive batching: batched vs unbatched throughput and latency for a model with a fixed per-call cost.
 
-    python benchmarks/batching.py [--duration 10] [--concurrency 64] [--fronts rest,grpc] [--serial]
+    python benchmarks/batching.py [--duration 10] [--concurrency 64] [--fronts rest,grpc] [--costs sleep,serial,cpu]
 
-The model's predict costs ``--fixed-ms`` per call plus ``--per-row-us`` per row (time.sleep, so it
-holds no CPU; ``--serial`` also holds a lock around it, like one accelerator that runs one call at
-a time). Each configuration is a fresh `fastseldon serve` on free ports, pinned to its own core;
+The model's predict costs ``--fixed-ms`` per call plus ``--per-row-us`` per row, spent one of three ways:
+  sleep   time.sleep: holds no CPU and overlaps freely across threads (the kindest case for no batching);
+  serial  time.sleep under a lock: one call at a time, like a single accelerator;
+  cpu     a busy loop holding the GIL: per-call Python overhead, or CPU inference on one core.
+Each configuration is a fresh `fastseldon serve` on free ports, pinned to its own core;
 load comes from compiled clients on the other core: wrk (REST, HTTP/1.1 keep-alive, one request
 in flight per connection) and h2load (gRPC, one stream per connection). Both runs use the
 server's defaults apart from ``--max-batch-size`` / ``--max-batch-time-ms``. Prints one table
@@ -34,18 +36,23 @@ import numpy as np
 
 
 class BenchModel:
-    def __init__(self, fixed_ms=2.0, per_row_us=20.0, serial=False):
+    def __init__(self, fixed_ms=2.0, per_row_us=20.0, cost="sleep"):
         self.fixed = fixed_ms / 1000.0
         self.per_row = per_row_us / 1e6
-        self.lock = threading.Lock() if serial else None
+        self.cost = cost
+        self.lock = threading.Lock()
 
     def predict(self, X, feature_names):
-        cost = self.fixed + self.per_row * X.shape[0]
-        if self.lock is None:
-            time.sleep(cost)
-        else:
+        seconds = self.fixed + self.per_row * X.shape[0]
+        if self.cost == "sleep":
+            time.sleep(seconds)
+        elif self.cost == "serial":
             with self.lock:
-                time.sleep(cost)
+                time.sleep(seconds)
+        else:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
         return X * 2.0
 '''
 
@@ -66,6 +73,7 @@ ROW = [0.5 * i for i in range(10)]  # one 1x10 float row per request
 
 @dataclass
 class Result:
+    cost: str
     front: str
     mode: str
     tool: str
@@ -91,11 +99,11 @@ def pin(cpus: set[int] | None):
 
 
 class Server:
-    def __init__(self, workdir: Path, args: argparse.Namespace, batched: bool, cpus: set[int] | None):
+    def __init__(self, workdir: Path, args: argparse.Namespace, cost: str, batched: bool, cpus: set[int] | None):
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         params = [{"name": "fixed_ms", "value": str(args.fixed_ms), "type": "FLOAT"},
                   {"name": "per_row_us", "value": str(args.per_row_us), "type": "FLOAT"},
-                  {"name": "serial", "value": "true" if args.serial else "false", "type": "BOOL"}]
+                  {"name": "cost", "value": cost, "type": "STRING"}]
         cmd = [sys.executable, "-m", "fastseldon", "serve", "BenchModel", "--parameters", json.dumps(params),
                "--http-port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics),
                "--workers", str(args.workers), "--log-level", "WARNING"]
@@ -207,9 +215,9 @@ def run_h2load(port: int, concurrency: int, duration: float, cpus: set[int] | No
     return {"rps": ok / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": done - ok}
 
 
-def measure(front: str, batched: bool, args: argparse.Namespace, workdir: Path, cpus: tuple) -> Result:
+def measure(cost: str, front: str, batched: bool, args: argparse.Namespace, workdir: Path, cpus: tuple) -> Result:
     server_cpus, client_cpus = cpus
-    server = Server(workdir, args, batched, server_cpus)
+    server = Server(workdir, args, cost, batched, server_cpus)
     try:
         run = run_wrk if front == "rest" else run_h2load
         port = server.http if front == "rest" else server.grpc
@@ -222,7 +230,7 @@ def measure(front: str, batched: bool, args: argparse.Namespace, workdir: Path, 
     finally:
         server.stop()
     errors_logged = sum(1 for line in open(server.log.name, errors="replace") if "ERROR" in line or "Traceback" in line)
-    result = Result(front, "batched" if batched else "unbatched", "wrk" if front == "rest" else "h2load",
+    result = Result(cost, front, "batched" if batched else "unbatched", "wrk" if front == "rest" else "h2load",
                     args.concurrency, figures["rps"], figures["p50_ms"], figures["p99_ms"],
                     figures["errors"] + errors_logged)
     result.cpu_us_per_request = cpu / max(1.0, figures["rps"] * args.duration) * 1e6
@@ -241,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fronts", default="rest,grpc", help="comma-separated: rest (wrk), grpc (h2load)")
     p.add_argument("--fixed-ms", type=float, default=2.0, help="predict's fixed cost per call")
     p.add_argument("--per-row-us", type=float, default=20.0, help="predict's cost per row")
-    p.add_argument("--serial", action="store_true", help="one predict at a time (a lock, like one accelerator)")
+    p.add_argument("--costs", default="sleep,serial,cpu", help="comma-separated: sleep, serial, cpu (see above)")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-batch-time-ms", type=float, default=5.0)
     p.add_argument("--workers", type=int, default=1)
@@ -259,35 +267,44 @@ def main(argv: list[str] | None = None) -> int:
     server_cpus = parse(args.server_cpus) or ({available[0]} if len(available) > 1 else None)
     client_cpus = parse(args.client_cpus) or (set(available[1:]) if len(available) > 1 else None)
 
+    costs = [c.strip() for c in args.costs.split(",") if c.strip()]
+    unknown = set(costs) - {"sleep", "serial", "cpu"}
+    if unknown:
+        raise SystemExit(f"unknown cost(s) {sorted(unknown)}")
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="fastseldon-batching-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "BenchModel.py").write_text(MODEL)
-        for front in fronts:
-            for batched in (False, True):
-                r = measure(front, batched, args, workdir, (server_cpus, client_cpus))
-                results.append(r)
-                print(f"  {r.front:4} {r.mode:9} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
-                      f"  errors {r.errors}" + (f"  mean batch {r.mean_rows:.1f} rows" if r.mean_rows else ""),
-                      flush=True)
+        for cost in costs:
+            for front in fronts:
+                for batched in (False, True):
+                    r = measure(cost, front, batched, args, workdir, (server_cpus, client_cpus))
+                    results.append(r)
+                    print(f"  {r.cost:6} {r.front:4} {r.mode:9} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+                          f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}"
+                          + (f"  mean batch {r.mean_rows:.1f} rows" if r.mean_rows else ""), flush=True)
 
     print()
-    print(f"model: {args.fixed_ms} ms per call + {args.per_row_us} us per row"
-          f"{', serialized (one call at a time)' if args.serial else ' (time.sleep, parallel across threads)'}; "
-          f"1x10 float64 per request; concurrency {args.concurrency}; {args.duration:g} s per run; "
-          f"server cpus {sorted(server_cpus) if server_cpus else 'any'}, client cpus {sorted(client_cpus) if client_cpus else 'any'}; "
-          f"batched: --max-batch-size {args.max_batch_size} --max-batch-time-ms {args.max_batch_time_ms:g}")
-    print(f"{'front':5} {'mode':9} {'tool':6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10} {'calls/s':>8} {'rows/call':>9} {'errors':>6}")
+    print(f"predict: {args.fixed_ms:g} ms per call + {args.per_row_us:g} us per row; 1x10 float64 per request; "
+          f"concurrency {args.concurrency}; {args.duration:g} s per run after {args.warmup:g} s warm-up; "
+          f"server cpus {sorted(server_cpus) if server_cpus else 'any'}, load generator cpus "
+          f"{sorted(client_cpus) if client_cpus else 'any'}; batched = --max-batch-size {args.max_batch_size} "
+          f"--max-batch-time-ms {args.max_batch_time_ms:g}, unbatched = defaults")
+    print(f"{'cost':6} {'front':5} {'mode':9} {'tool':6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10} "
+          f"{'calls/s':>8} {'rows/call':>9} {'errors':>6}")
     for r in results:
-        print(f"{r.front:5} {r.mode:9} {r.tool:6} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.cpu_us_per_request:10.0f} "
-              f"{(f'{r.calls_per_s:.0f}' if r.calls_per_s else '-'):>8} {(f'{r.mean_rows:.1f}' if r.mean_rows else '-'):>9} {r.errors:6d}")
-    ratios = {}
-    for front in fronts:
-        base = next(r for r in results if r.front == front and r.mode == "unbatched")
-        best = next(r for r in results if r.front == front and r.mode == "batched")
-        ratios[front] = best.rps / base.rps if base.rps else float("inf")
-        verdict = "meets" if ratios[front] >= 5 else "BELOW"
-        print(f"{front}: batched/unbatched throughput = {ratios[front]:.1f}x ({verdict} the 5x target)")
+        print(f"{r.cost:6} {r.front:5} {r.mode:9} {r.tool:6} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
+              f"{r.cpu_us_per_request:10.0f} {(f'{r.calls_per_s:.0f}' if r.calls_per_s else '-'):>8} "
+              f"{(f'{r.mean_rows:.1f}' if r.mean_rows else '-'):>9} {r.errors:6d}")
+    ratios: dict[str, float] = {}
+    for cost in costs:
+        for front in fronts:
+            base = next(r for r in results if (r.cost, r.front, r.mode) == (cost, front, "unbatched"))
+            best = next(r for r in results if (r.cost, r.front, r.mode) == (cost, front, "batched"))
+            ratio = best.rps / base.rps if base.rps else float("inf")
+            ratios[f"{cost}/{front}"] = ratio
+            print(f"{cost}/{front}: batched/unbatched throughput = {ratio:.1f}x "
+                  f"({'meets' if ratio >= 5 else 'BELOW'} the 5x target)")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"},
                                          "results": [asdict(r) for r in results], "ratios": ratios}, indent=2))
