@@ -223,21 +223,21 @@ class App:
         service_fn = getattr(self.service, endpoint)
 
         def handle(body: bytes) -> bytes:
-            msg = sp.message_from_proto(sp.parse_proto(pb.SeldonMessage, body))
+            msg = sp.message_from_proto_bytes(body)
             reply = self.run_blocking(service_fn(msg))
-            return sp.reply_to_proto(reply).SerializeToString()
+            return sp.reply_to_proto_bytes(reply)
 
         return self._timed_grpc(label, handle)
 
     def _grpc_feedback(self, body: bytes) -> bytes:
         reply = self.run_blocking(self.service.send_feedback(sp.parse_proto(pb.Feedback, body)))
-        return sp.reply_to_proto(reply).SerializeToString()
+        return sp.reply_to_proto_bytes(reply)
 
     def _grpc_aggregate(self, body: bytes) -> bytes:
         lst = sp.parse_proto(pb.SeldonMessageList, body)
         msgs = [sp.message_from_proto(m) for m in lst.seldonMessages]
         reply = self.run_blocking(self.service.aggregate(msgs, lst))
-        return sp.reply_to_proto(reply).SerializeToString()
+        return sp.reply_to_proto_bytes(reply)
 
     def _grpc_metadata(self, body: bytes) -> bytes:
         return sp.metadata_to_proto(self.service.get_metadata()).SerializeToString()

@@ -121,7 +121,7 @@ def test_error_codes(rich, doubler):
     assert code != grpc.StatusCode.OK
     garbage = rich.unary_unary("/seldon.protos.Model/Predict")
     code, details = _code(garbage, b"\xff\xff\xff")
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "Invalid protobuf" in details
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "protobuf" in details and "SeldonMessage" in details
     code, _ = _code(rich.unary_unary("/seldon.protos.Model/Nope"), b"")
     assert code == grpc.StatusCode.UNIMPLEMENTED
     # still serving
