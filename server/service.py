@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Awaitable, Callable, Generator
 
 import numpy as np
@@ -241,6 +242,13 @@ class SeldonService:
             outputs = [by_name[o.name] for o in request.outputs]
         return InferResult(outputs, parameters)
 
+    @cached_property
+    def _v2_declared_outputs(self) -> list[str]:
+        """Output names init_metadata() declares ({name, datatype, shape} entries), in order."""
+        outputs = self.metadata.get("outputs")
+        entries = outputs if isinstance(outputs, list) else []
+        return [o["name"] for o in entries if isinstance(o, dict) and isinstance(o.get("name"), str)]
+
     def _v2_outputs(self, data: Any) -> list[Tensor]:
         """Name predict's result as V2 outputs.
 
@@ -255,7 +263,7 @@ class SeldonService:
             return [_v2_tensor(str(k), v) for k, v in data.items()]
         several = isinstance(data, (list, tuple)) and bool(data) and all(isinstance(v, np.ndarray) for v in data)
         values = list(data) if several else [data]
-        declared = [o["name"] for o in self.metadata.get("outputs") or [] if isinstance(o, dict) and isinstance(o.get("name"), str)]
+        declared = self._v2_declared_outputs
         if len(declared) == len(values):
             names = declared
         else:

@@ -342,3 +342,40 @@ def test_same_server_answers_seldon_v1_and_v2_on_the_same_ports(echo):
     item.set_data_from_numpy(x)
     assert grpc_client.infer("echo", [item]).as_numpy("output-0").tolist() == (x * 2).tolist()
     grpc_client.close()
+
+
+def test_seldon_v1_and_v2_requests_share_one_batched_predict(tmp_path):
+    """With adaptive batching on, V1 and V2 requests for the same model coalesce into one predict."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = tmp_path / "calls.log"
+    params = json.dumps([{"name": "log_path", "value": str(log), "type": "STRING"}])
+    args = ["v2_models.BatchLog", "--model-name", "batched", "--parameters", params,
+            "--max-batch-size", "32", "--max-batch-time-ms", "1000"]
+    with running(args, cwd=HERE) as server:
+        def v1(value: float):
+            reply = requests.post(server.url + "/api/v1.0/predictions", json={"data": {"ndarray": [[value, 1.0]]}}, timeout=20)
+            assert reply.status_code == 200, reply.text
+            return reply.json()["data"]["ndarray"]
+
+        def v2(value: float):
+            doc = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [value, 1.0]}]}
+            reply = v2_post(server, "/v2/models/batched/infer", doc)
+            assert reply.status_code == 200, reply.text
+            return np.array(reply.json()["outputs"][0]["data"]).reshape(1, 2).tolist()
+
+        blocker = threading.Thread(target=v1, args=(-1.0,))  # holds predict for 0.5 s so the others queue
+        blocker.start()
+        time.sleep(0.15)
+        with ThreadPoolExecutor(8) as pool:
+            v1_futures = {value: pool.submit(v1, value) for value in (101.0, 102.0, 103.0)}
+            v2_futures = {value: pool.submit(v2, value) for value in (201.0, 202.0, 203.0)}
+            for value, future in {**v1_futures, **v2_futures}.items():
+                assert future.result() == [[value * 2, 2.0]]  # each request gets its own row back
+        blocker.join()
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(v for call in calls for v in call) == [-1.0, 101.0, 102.0, 103.0, 201.0, 202.0, 203.0]
+    mixed = [call for call in calls if any(100 < v < 200 for v in call) and any(v > 200 for v in call)]
+    assert mixed, f"no predict call held both V1 and V2 rows: {calls}"

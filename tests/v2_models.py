@@ -79,3 +79,20 @@ class FallThrough:
 
     def predict(self, X, feature_names):
         return X + 100
+
+
+class BatchLog:
+    """Doubles its input and appends each call's first-column values to a log file, so a test
+    can see which requests shared one predict call; a negative first value holds the call."""
+
+    def __init__(self, log_path: str = ""):
+        self.log_path = log_path
+
+    def predict(self, X, feature_names):
+        if X.size and X.flat[0] < 0:
+            import time
+
+            time.sleep(0.5)
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(X[:, 0].tolist()) + "\n")
+        return X * 2
