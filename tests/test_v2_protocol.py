@@ -456,3 +456,81 @@ def test_a_model_without_predict_is_unimplemented():
 
     with pytest.raises(NotImplementedHook):
         infer(Router(), {"inputs": [one("x", "FP64", [1.0])]})
+
+
+# --------------------------------------------------------------------------- round trips (property-based)
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from fastseldon.codec.datatypes import dtype_for  # noqa: E402
+
+NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
+SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)
+
+
+def same(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if want.dtype.kind == "f":
+        np.testing.assert_array_equal(got, want)  # NaN == NaN here
+        assert (np.signbit(got) == np.signbit(want)).all() or np.isnan(want).any()
+    else:
+        assert got.tolist() == want.tolist()
+
+
+def reply_to_request(result: v2.InferResult, binary: bool) -> v2.InferRequest:
+    """Encode a result as a REST response, then feed its outputs back as a request's inputs."""
+    ask = v2.InferRequest("m", "", None, [], binary_output=binary)
+    doc, chunks = _split(v2.encode_rest_response(result, ask, "m", ""))
+    inputs = []
+    for out in doc["outputs"]:
+        item = {k: out[k] for k in ("name", "datatype", "shape")}
+        if "data" in out:
+            item["data"] = out["data"]
+        else:
+            item["parameters"] = {"binary_data_size": out["parameters"]["binary_data_size"]}
+        inputs.append(item)
+    head = json.dumps({"inputs": inputs}).encode()
+    headers = {HEADER: str(len(head)).encode()} if binary else {}
+    return v2.decode_rest_request(head + chunks, headers, "m", "")
+
+
+@settings(max_examples=150, deadline=None)
+@given(datatype=st.sampled_from(NUMERIC), data=st.data(), binary=st.booleans())
+def test_rest_output_fed_back_as_input_is_the_same_array(datatype, data, binary):
+    arr = data.draw(hnp.arrays(dtype_for(datatype), SHAPES))
+    back = reply_to_request(v2.InferResult([v2.Tensor("y", datatype, arr)]), binary)
+    same(back.inputs[0].data, arr)
+
+
+@settings(max_examples=100, deadline=None)
+@given(items=st.lists(st.binary(max_size=40), max_size=6), binary=st.booleans())
+def test_rest_bytes_round_trip(items, binary):
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    if not binary:  # JSON carries text: keep to UTF-8
+        arr[:] = [b.decode("utf-8", "replace").encode() for b in items]
+    back = reply_to_request(v2.InferResult([v2.Tensor("s", "BYTES", arr)]), binary)
+    assert back.inputs[0].data.tolist() == arr.tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(datatype=st.sampled_from(NUMERIC + ["BYTES"]), data=st.data())
+def test_grpc_raw_output_fed_back_as_raw_input_is_the_same_array(datatype, data):
+    if datatype == "BYTES":
+        items = data.draw(st.lists(st.binary(max_size=20), max_size=5))
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+    else:
+        arr = data.draw(hnp.arrays(dtype_for(datatype), SHAPES))
+    ask = v2.InferRequest("m", "", None, [])
+    reply = pb.ModelInferResponse()
+    reply.ParseFromString(v2.encode_grpc_response(v2.InferResult([v2.Tensor("y", datatype, arr)]), ask, "m", ""))
+    out = reply.outputs[0]
+    body = grpc_body(list(reply.raw_output_contents), model_name="m", inputs=[
+        pb.ModelInferRequest.InferInputTensor(name="y", datatype=out.datatype, shape=list(out.shape))])
+    back = v2.decode_grpc_request(body).inputs[0].data
+    if datatype == "BYTES":
+        assert back.tolist() == arr.tolist()
+    else:
+        same(back, arr)
