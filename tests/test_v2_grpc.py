@@ -123,9 +123,11 @@ def test_infer_each_datatype_raw_contents(client, datatype):
     assert result.as_numpy("output-0").tolist() == expected(arr).tolist()
 
 
-def test_large_tensor(client):
+def test_large_tensors(client):
     x = np.random.default_rng(3).normal(size=(1, 10_000)).astype(np.float32)
     np.testing.assert_array_equal(client.infer("echo", [make_input("x", x, "FP32")]).as_numpy("output-0"), x * 2)
+    big = np.random.default_rng(4).normal(size=(4, 400_000)).astype(np.float32)  # 6.4 MB: over grpc's 4 MiB default
+    np.testing.assert_array_equal(client.infer("echo", [make_input("x", big, "FP32")]).as_numpy("output-0"), big * 2)
 
 
 def test_multiple_inputs_and_requested_outputs(client):
