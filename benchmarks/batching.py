@@ -110,8 +110,10 @@ class Server:
         if batched:
             cmd += ["--max-batch-size", str(args.max_batch_size), "--max-batch-time-ms", str(args.max_batch_time_ms)]
         self.log = open(workdir / f"server-{self.http}.log", "wb")
+        # Same session as this script: with the kernel's autogroup scheduling a new session is a
+        # separate CPU group, which on a shared machine changes the server's share run to run.
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=pin(cpus), start_new_session=True)
+                                     stdin=subprocess.DEVNULL, preexec_fn=pin(cpus))
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60) -> None:
@@ -140,29 +142,39 @@ class Server:
         rows = sum(float(v) for v in re.findall(r"^fastseldon_batch_size_rows_sum\{[^}]*\} (\S+)$", text, re.M))
         return calls, rows
 
+    def _tree(self) -> dict[int, list[str]]:
+        """/proc stat fields of the supervisor and every process below it."""
+        stats: dict[int, list[str]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stats[int(entry)] = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    pass
+        tree, frontier = {}, {self.proc.pid}
+        while frontier:
+            tree.update({pid: stats[pid] for pid in frontier if pid in stats})
+            frontier = {pid for pid, f in stats.items() if int(f[1]) in frontier and pid not in tree}
+        return tree
+
     def cpu_seconds(self) -> float:
         """User+system CPU time of the supervisor and its workers so far (Linux /proc)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == self.proc.pid:  # session id: the server runs in its own session
-                total += int(fields[11]) + int(fields[12])
-        return total / tick
+        return sum(int(f[11]) + int(f[12]) for f in self._tree().values()) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
+        processes = list(self._tree())
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                pass
+        for pid in processes:  # anything the supervisor left behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
         self.log.close()
 
 
