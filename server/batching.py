@@ -490,7 +490,7 @@ def attach_batcher(app: Any) -> AdaptiveBatcher | None:
     if not model_allows_batching(app.model.obj):
         log.info("%s.batchable is False: adaptive batching stays off for this model", app.model.class_name)
         return None
-    queue = getattr(s, "max_batch_queue", 0) or default_queue_limit(s.max_batch_size)
+    queue = s.max_batch_queue or default_queue_limit(s.max_batch_size)
     batcher = AdaptiveBatcher(
         loop=app.loop,
         executor=app.executor,
