@@ -364,7 +364,7 @@ def test_max_batch_time_zero_still_coalesces_what_queued_behind_a_running_batch(
 
 def test_one_batch_in_flight_by_default_more_when_configured(run, executor):
     def measure(in_flight: int) -> int:
-        model = Recorder(delay=0.02)
+        model = Recorder(delay=0.05)
         h = hook_of(model.predict)
 
         async def main():
@@ -460,7 +460,7 @@ def test_full_queue_refuses_at_once_with_503_resource_exhausted(run, executor):
 
 
 def test_a_cancelled_waiter_is_withdrawn_before_its_batch_runs(run, executor):
-    model = Recorder(delay=0.02)
+    model = Recorder(delay=0.2)
     h = hook_of(model.predict)
 
     async def main():
