@@ -257,9 +257,7 @@ class AdaptiveBatcher:
         if key is None:
             return await self._run_alone(call)
         if self._waiting >= self.max_queue:
-            if self.metrics is not None:
-                self.metrics.rejected.inc()
-            raise QueueFull(f"batch queue is full ({self._waiting} requests waiting); retry later")
+            raise self._refuse()
         item = _Item(call, call.args[0].shape[0], self.loop.create_future(), time.monotonic())
         self._admit(key, item)
         try:
@@ -275,7 +273,11 @@ class AdaptiveBatcher:
         when the inbox was empty, and waits on a plain Future the batch resolves directly.
         """
         key = batch_key(call)
-        item = _Item(call, call.args[0].shape[0] if key is not None else 0, Future(), time.monotonic())
+        if key is None:  # not stackable: as without batching
+            if call.hook.is_async:
+                return asyncio.run_coroutine_threadsafe(self._run_alone(call), self.loop).result()
+            return call.hook.timed_call(*call.args, **call.kwargs)
+        item = _Item(call, call.args[0].shape[0], Future(), time.monotonic())
         with self._inbox_lock:
             self._inbox.append((key, item))
             wake = len(self._inbox) == 1
@@ -287,25 +289,15 @@ class AdaptiveBatcher:
         with self._inbox_lock:
             inbox, self._inbox = self._inbox, []
         for key, item in inbox:
-            if key is None:
-                self._adopt(self._run_alone(item.call), item.future)
-            elif self._waiting >= self.max_queue:
-                if self.metrics is not None:
-                    self.metrics.rejected.inc()
-                item.future.set_exception(QueueFull(f"batch queue is full ({self._waiting} requests waiting); retry later"))
+            if self._waiting >= self.max_queue:
+                item.future.set_exception(self._refuse())
             else:
                 self._admit(key, item)
 
-    def _adopt(self, coro: Any, future: Future) -> None:
-        async def run() -> None:
-            try:
-                future.set_result(await coro)
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread
-                future.set_exception(exc)
-
-        task = self.loop.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _refuse(self) -> QueueFull:
+        if self.metrics is not None:
+            self.metrics.rejected.inc()
+        return QueueFull(f"batch queue is full ({self._waiting} requests waiting); retry later")
 
     def _admit(self, key: Hashable, item: _Item) -> None:
         self._enqueue(key, item.call.hook, item)
