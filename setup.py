@@ -97,6 +97,7 @@ setup(
             "requests>=2.31",
             "tritonclient[http,grpc]==2.73.0",
             "onnx>=1.15",  # builds the small ONNX models the tests serve
+            "grpcio-tools==1.76.0",  # tests/test_proto.py regenerates server/proto/ and compares (output depends on this version)
         ],
     },
     entry_points={
