@@ -128,22 +128,23 @@ class App:
         both = ("GET", "POST")
         for paths, endpoint in SELDON_REST_ROUTES.items():
             r.add(both, paths, self._rest_unit(endpoint, paths[0]))
-        r.add(both, ("/aggregate",), self._timed_rest("/aggregate", self._rest_aggregate))
-        r.add(both, ("/api/v1.0/feedback", "/api/v0.1/feedback", "/send-feedback"), self._timed_rest("/send-feedback", self._rest_feedback))
+        r.add(both, ("/aggregate",), self.timed_rest("/aggregate", self._rest_aggregate))
+        r.add(both, ("/api/v1.0/feedback", "/api/v0.1/feedback", "/send-feedback"), self.timed_rest("/send-feedback", self._rest_feedback))
         r.add(("GET",), ("/health/ping",), self._rest_ping)
-        r.add(("GET",), ("/health/status", "/api/v1.0/health/status"), self._timed_rest("/health/status", self._rest_health))
-        r.add(("GET",), ("/metadata", "/api/v1.0/metadata"), self._timed_rest("/metadata", self._rest_metadata))
+        r.add(("GET",), ("/health/status", "/api/v1.0/health/status"), self.timed_rest("/health/status", self._rest_health))
+        r.add(("GET",), ("/metadata", "/api/v1.0/metadata"), self.timed_rest("/metadata", self._rest_metadata))
         for method, endpoint in SELDON_GRPC_METHODS.items():
             self.grpc_methods[method] = self._grpc_unit(endpoint, method)
         for method in SELDON_GRPC_FEEDBACK:
-            self.grpc_methods[method] = self._timed_grpc(method, self._grpc_feedback)
+            self.grpc_methods[method] = self.timed_grpc(method, self._grpc_feedback)
         for method in SELDON_GRPC_AGGREGATE:
-            self.grpc_methods[method] = self._timed_grpc(method, self._grpc_aggregate)
+            self.grpc_methods[method] = self.timed_grpc(method, self._grpc_aggregate)
         for method in SELDON_GRPC_METADATA:
-            self.grpc_methods[method] = self._timed_grpc(method, self._grpc_metadata)
+            self.grpc_methods[method] = self.timed_grpc(method, self._grpc_metadata)
         self.grpc_methods["/seldon.protos.Seldon/GraphMetadata"] = self._grpc_graph_metadata
 
-    def _timed_rest(self, label: str, fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    def timed_rest(self, label: str, fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """Wrap a REST handler: FastSeldonError -> its error response, and a request metric."""
         metrics = self.metrics
         render = self.render_error
 
@@ -174,7 +175,7 @@ class App:
             reply = await self.run(service_fn(msg))
             return Response(reply.status, sp.reply_to_json(reply))
 
-        return self._timed_rest(label, handle)
+        return self.timed_rest(label, handle)
 
     async def _rest_aggregate(self, request: Request) -> Response:
         raw = self.service.wants_raw("aggregate")
@@ -203,7 +204,8 @@ class App:
 
     # -- Seldon gRPC (handlers take and return serialized bytes; they run on gRPC threads)
 
-    def _timed_grpc(self, label: str, fn: GrpcHandler) -> GrpcHandler:
+    def timed_grpc(self, label: str, fn: GrpcHandler) -> GrpcHandler:
+        """Wrap a gRPC bytes handler with a request metric (errors still propagate to the front)."""
         metrics = self.metrics
 
         def handler(body: bytes) -> bytes:
@@ -227,7 +229,7 @@ class App:
             reply = self.run_blocking(service_fn(msg))
             return sp.reply_to_proto_bytes(reply)
 
-        return self._timed_grpc(label, handle)
+        return self.timed_grpc(label, handle)
 
     def _grpc_feedback(self, body: bytes) -> bytes:
         reply = self.run_blocking(self.service.send_feedback(sp.parse_proto(pb.Feedback, body)))

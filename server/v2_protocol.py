@@ -503,7 +503,7 @@ class V2Endpoints:
 
     def add_routes(self) -> None:
         router = self.app.router
-        timed = self.app._timed_rest
+        timed = self.app.timed_rest
         router.add(("GET",), ("/v2", "/v2/"), timed("/v2", self.rest_server_metadata))
         router.add(("GET",), ("/v2/health/live",), self.rest_live)
         router.add(("GET",), ("/v2/health/ready",), self.rest_ready)
@@ -527,7 +527,7 @@ class V2Endpoints:
             if len(parts) == 2 and parts[1] in ("load", "unload"):
                 if method != "POST":
                     raise MethodNotAllowed(f"Method {method} not allowed for {path}; use POST")
-                return self.app._timed_rest("/v2/repository/models", self.rest_repository)
+                return self.app.timed_rest("/v2/repository/models", self.rest_repository)
             return None
         if not path.startswith("/v2/models/"):
             return None
@@ -598,7 +598,7 @@ class V2Endpoints:
     # -- gRPC (handlers take and return serialized messages; they run on gRPC threads)
 
     def add_grpc(self) -> None:
-        timed = self.app._timed_grpc
+        timed = self.app.timed_grpc
         methods = self.app.grpc_methods
         live = pb.ServerLiveResponse(live=True).SerializeToString()
         ready = pb.ServerReadyResponse(ready=True).SerializeToString()
