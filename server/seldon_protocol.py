@@ -11,7 +11,7 @@ import base64
 import functools
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from google.protobuf import json_format
@@ -243,17 +243,29 @@ def _is_numeric(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "iufc"  # np.issubdtype(dtype, np.number), at a tenth of the cost
 
 
-def _names_for(arr: np.ndarray, class_names: list[str] | None) -> list[str]:
+def _names_for(arr: np.ndarray, class_names: list[str] | None) -> Sequence[str]:
     if arr.ndim <= 1:
         return []
     if class_names is not None:
-        return list(class_names)
-    return list(_default_names(arr.shape[1]))
+        return class_names
+    return _default_names(arr.shape[1])
 
 
 @functools.lru_cache(maxsize=256)
 def _default_names(columns: int) -> tuple[str, ...]:
     return tuple(f"t:{i}" for i in range(columns))
+
+
+@functools.lru_cache(maxsize=256)
+def _default_names_json(columns: int) -> Any:
+    return codec.json_fragment(_default_names(columns))
+
+
+def _json_names(arr: np.ndarray, class_names: list[str] | None) -> Any:
+    """``_names_for`` for JSON replies: the default ``t:<i>`` list goes out pre-encoded."""
+    if arr.ndim > 1 and class_names is None:
+        return _default_names_json(arr.shape[1])
+    return _names_for(arr, class_names)
 
 
 def _data_kind(reply_kind: str, arr: np.ndarray) -> str:
@@ -285,7 +297,7 @@ def reply_to_json_obj(reply: Reply) -> Any:
     arr = _result_array(payload)
     if arr is not None:
         kind = _data_kind(reply.kind, arr)
-        names = _names_for(arr, reply.names)
+        names = _json_names(arr, reply.names)
         if kind == "tensor":
             data = {"names": names, "tensor": {"shape": list(arr.shape), "values": arr.ravel()}}
         elif kind == "tftensor":

@@ -38,6 +38,7 @@ def _select():
 _impl, IMPLEMENTATION = _select()
 
 loads = _impl.loads
+json_fragment = _reference.json_fragment
 dumps = _impl.dumps
 parse_seldon_json = _impl.parse_seldon_json
 to_array = _impl.to_array
@@ -70,6 +71,7 @@ __all__ = [
     "encode_infer_response",
     "encode_raw",
     "encode_seldon_message",
+    "json_fragment",
     "loads",
     "parse_seldon_json",
     "parse_v2_json",
