@@ -458,33 +458,38 @@ def _v2_raw_output(item: Any, index: int) -> Tensor:
 Invoke = Callable[[Call], Awaitable[Any]]
 
 
+_DONE = object()
+
+
+def _advance(steps: Steps, value: Any, error: BaseException | None) -> tuple[Any, Any]:
+    """Resume a step generator with a hook's result (or its error): (next Call, _DONE) or (_DONE, reply)."""
+    try:
+        return (steps.throw(error) if error is not None else steps.send(value)), _DONE
+    except StopIteration as stop:
+        return _DONE, stop.value
+
+
 async def run_async(steps: Steps, invoke: Invoke) -> Any:
     """Drive a service generator on the event loop; hook errors are thrown back into it."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            return stop.value
-        error = None
+    call, result = _advance(steps, None, None)
+    while call is not _DONE:
         try:
             value = await invoke(call)
         except Exception as exc:  # noqa: BLE001 - handed to the step, which decides
-            value, error = None, exc
+            call, result = _advance(steps, None, exc)
+        else:
+            call, result = _advance(steps, value, None)
+    return result
 
 
 def run_sync(steps: Steps, invoke: Callable[[Call], Any]) -> Any:
     """Drive a service generator on the calling thread (gRPC handlers)."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            return stop.value
-        error = None
+    call, result = _advance(steps, None, None)
+    while call is not _DONE:
         try:
             value = invoke(call)
-        except Exception as exc:  # noqa: BLE001
-            value, error = None, exc
+        except Exception as exc:  # noqa: BLE001 - handed to the step, which decides
+            call, result = _advance(steps, None, exc)
+        else:
+            call, result = _advance(steps, value, None)
+    return result
