@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--concurrency", type=int, default=64)
     prof.add_argument("--top", type=int, default=25)
     prof.add_argument("--native", action="store_true", help="include C frames (Cython, grpc core)")
+    prof.add_argument("--gil", action="store_true", help="only samples that hold the GIL")
     prof.add_argument("--out", type=Path, default=Path("bench-out"))
     return parser
 
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sc = scenarios.select([args.scenario])[0]
         path = profile(sc, duration_s=args.duration, concurrency=args.concurrency, top=args.top, out=args.out,
-                       native=args.native)
+                       native=args.native, gil=args.gil)
         print(path.read_text())
         return 0
     if args.command == "report":

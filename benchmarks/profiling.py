@@ -53,7 +53,8 @@ def summarize(collapsed: str, top: int) -> tuple[int, list[tuple[str, int]], lis
     return total, own.most_common(top), inclusive.most_common(top)
 
 
-def profile(sc: Scenario, *, duration_s: int, concurrency: int, top: int, out: Path, native: bool = False) -> Path:
+def profile(sc: Scenario, *, duration_s: int, concurrency: int, top: int, out: Path, native: bool = False,
+            gil: bool = False) -> Path:
     spy = py_spy()
     out.mkdir(parents=True, exist_ok=True)
     server_cpus, client_cpus = default_cpus(1)
@@ -81,6 +82,8 @@ def profile(sc: Scenario, *, duration_s: int, concurrency: int, top: int, out: P
                "--rate", "200", "--function", "--format", "raw", "--output", str(raw), "--nonblocking"]
         if native:
             cmd.append("--native")
+        if gil:  # only samples holding the GIL: threads parked in grpc's queues drop out
+            cmd.append("--gil")
         spied = subprocess.run(cmd, capture_output=True, text=True)
         loader.join()
         if spied.returncode != 0 or not raw.exists():
@@ -91,7 +94,8 @@ def profile(sc: Scenario, *, duration_s: int, concurrency: int, top: int, out: P
     m = result.get("m")
     lines = [f"# Profile of fastseldon on {sc.name}", "",
              f"Load: {m.tool if m else '?'} c={concurrency}, {m.rps if m else 0:,.0f} req/s while sampled "
-             f"({total} samples at 200 Hz over {duration_s} s, idle time excluded).", "",
+             f"({total} samples at 200 Hz over {duration_s} s, idle time excluded"
+             f"{', GIL holders only' if gil else ''}).", "",
              "## Own time (the frame on top of the stack)", "", "| share | samples | function (file:line) |",
              "|---:|---:|---|"]
     lines += [f"| {n / total:.1%} | {n} | `{frame}` |" for frame, n in own]
