@@ -99,7 +99,9 @@ def profile(sc: Scenario, *, duration_s: int, concurrency: int, top: int, out: P
              "## Own time (the frame on top of the stack)", "", "| share | samples | function (file:line) |",
              "|---:|---:|---|"]
     lines += [f"| {n / total:.1%} | {n} | `{frame}` |" for frame, n in own]
-    lines += ["", "## Inclusive time (the frame anywhere on the stack)", "", "| share | samples | function |",
+    lines += ["", "## Inclusive time (the frame anywhere on the stack)", "",
+              "py-spy samples without pausing the server (--nonblocking), so some stacks are cut short: "
+              "inclusive shares are lower bounds.", "", "| share | samples | function |",
               "|---:|---:|---|"]
     lines += [f"| {n / total:.1%} | {n} | `{frame}` |" for frame, n in inclusive]
     path = out / f"profile-{sc.name}.md"
