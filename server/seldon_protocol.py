@@ -266,6 +266,11 @@ def _default_names_bytes(columns: int) -> bytes:
     return codec.dumps(_default_names(columns))
 
 
+@functools.lru_cache(maxsize=256)
+def _default_names_block(columns: int) -> bytes:
+    return codec.encode_names(_default_names(columns))
+
+
 def _json_names(arr: np.ndarray, class_names: list[str] | None) -> Any:
     """``_names_for`` for JSON replies: the default ``t:<i>`` list goes out pre-encoded."""
     if arr.ndim > 1 and class_names is None:
@@ -391,6 +396,8 @@ def reply_to_proto_bytes(reply: Reply) -> bytes:
             head.meta.SetInParent()  # Seldon always sends meta, even empty
             if reply.meta:
                 _parse_json_into(head.meta, reply.meta, "meta")
+            if arr.ndim > 1 and reply.names is None:
+                return codec.encode_seldon_message(head, arr, _default_names_block(arr.shape[1]))
             head.data.names.extend(_names_for(arr, reply.names))
             return codec.encode_seldon_message(head, arr)
     return reply_to_proto(reply).SerializeToString()

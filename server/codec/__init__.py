@@ -39,6 +39,7 @@ _impl, IMPLEMENTATION = _select()
 
 loads = _impl.loads
 json_fragment = _reference.json_fragment
+encode_names = _reference.encode_names
 dumps = _impl.dumps
 parse_seldon_json = _impl.parse_seldon_json
 to_array = _impl.to_array
@@ -68,6 +69,7 @@ __all__ = [
     "dumps",
     "encode_bytes_elements",
     "encode_infer_request",
+    "encode_names",
     "encode_infer_response",
     "encode_raw",
     "encode_seldon_message",

@@ -203,10 +203,12 @@ def decode_seldon_message(body: Any) -> tuple[Any, np.ndarray | None]:
     return msg, np.frombuffer(body, dtype=_F8, count=size >> 3, offset=offset)
 
 
-def encode_seldon_message(message: Any, tensor: Any = None) -> bytes:
+def encode_seldon_message(message: Any, tensor: Any = None, names_block: bytes | None = None) -> bytes:
     """See reference.encode_seldon_message (same bytes)."""
     if tensor is None:
         return message.SerializeToString()
+    if names_block is not None:  # pre-encoded names: only framing and one copy of the values left
+        return reference.encode_seldon_message(message, tensor, names_block)
     values, shape = reference._tensor_values(tensor)
     status = message.status.SerializeToString() if message.HasField("status") else None
     meta = message.meta.SerializeToString() if message.HasField("meta") else None

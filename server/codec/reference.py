@@ -493,11 +493,21 @@ def _put_len_field(out: bytearray, tag: int, payload: Any) -> None:
     out += payload
 
 
-def encode_seldon_message(message: Any, tensor: Any = None) -> bytes:
+def encode_names(names: Any) -> bytes:
+    """``DefaultData.names`` (field 1, repeated string) as wire bytes, for ``names_block``."""
+    out = bytearray()
+    for name in names:
+        _put_len_field(out, 0x0A, name.encode("utf-8"))
+    return bytes(out)
+
+
+def encode_seldon_message(message: Any, tensor: Any = None, names_block: bytes | None = None) -> bytes:
     """Serialise a ``SeldonMessage``; with ``tensor``, its ``data.tensor`` is written from
     the array (shape and float64 values, packed straight from the array's buffer) in place
-    of whatever the message's own data holds (its ``data.names`` are kept). The bytes equal
-    what the generated class writes for the same content."""
+    of whatever the message's own data holds (its ``data.names`` are kept, or replaced by
+    ``names_block``, names already encoded by ``encode_names`` — Seldon's default names of a
+    wide tensor are thousands of strings, worth encoding once). The bytes equal what the
+    generated class writes for the same content."""
     if tensor is None:
         return message.SerializeToString()
     values, shape = _tensor_values(tensor)
@@ -514,9 +524,7 @@ def encode_seldon_message(message: Any, tensor: Any = None) -> bytes:
         _put_len_field(tensor_inner, 0x0A, packed)
     if values.size:
         _put_len_field(tensor_inner, 0x12, memoryview(values).cast("B"))
-    data_inner = bytearray()
-    for name in message.data.names:
-        _put_len_field(data_inner, 0x0A, name.encode("utf-8"))
+    data_inner = bytearray(encode_names(message.data.names) if names_block is None else names_block)
     _put_len_field(data_inner, 0x12, tensor_inner)
     _put_len_field(out, 0x1A, data_inner)
     return bytes(out)
