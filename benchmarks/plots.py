@@ -162,6 +162,7 @@ def _targets(plt, results: dict):
                   fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib_ticker().FixedLocator([0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]))
     ax.xaxis.set_major_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
     ax.set_xlabel("measured ratio / target ratio (≥ 1 meets the target)")
