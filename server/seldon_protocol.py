@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from fastseldon import codec
-from fastseldon.errors import BadRequest, CodecError
+from fastseldon.errors import BadRequest
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import tensor_pb2 as tfpb
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
@@ -53,7 +53,6 @@ class Settings:
     predictor_name: str = ""
     predictor_version: str = ""
     model_metadata: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def http_enabled(self) -> bool:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 
@@ -163,7 +163,6 @@ class UserModel:
     class_names_attr: list[str] | None = None
     feature_names: Hook | None = None
     init_metadata: Hook | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_object(cls, obj: Any) -> "UserModel":

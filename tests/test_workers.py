@@ -1,7 +1,6 @@
 """Process model: SIGTERM drains in-flight requests; a killed worker is replaced quickly."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
