@@ -242,9 +242,10 @@ def _expected_v2(datatype, shape, values):
         out[:] = [v.encode("utf-8", "surrogatepass") for v in values]
         return out.reshape(shape)
     if datatype in ("FP16", "FP32"):
+        wide = np.array(values, dtype=np.float64)
         with np.errstate(over="ignore"):
-            arr = np.array(values, dtype=np.float64).astype(codec.dtype_for(datatype))
-        if np.isinf(arr).any():
+            arr = wide.astype(codec.dtype_for(datatype))
+        if (np.isinf(arr) & np.isfinite(wide)).any():  # finite values that overflow are refused; Infinity stays inf
             return ERROR
         return arr.reshape(shape)
     return np.array(values, dtype=codec.dtype_for(datatype)).reshape(shape)
