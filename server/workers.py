@@ -224,13 +224,13 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         try:
-            for slot in range(s.workers):
-                pid, fd = self._spawn(slot)
-                try:
+            started = [self._spawn(slot) for slot in range(s.workers)]  # load models in parallel
+            try:
+                for pid, fd in started:
                     self._await_ready(pid, fd)
-                except StartupError:
-                    self._terminate_all(5.0)
-                    raise
+            except StartupError:
+                self._terminate_all(5.0)
+                raise
             log.info(
                 "fastseldon serving %s (%s) with %d worker(s): http=%s grpc=%s metrics=%s",
                 s.model_name, s.service_type, s.workers,

@@ -84,6 +84,9 @@ def test_killed_worker_is_replaced_within_two_seconds():
 
 def test_two_workers_share_the_port():
     with running(["Rich", "--workers", "2"]) as server:
+        deadline = time.monotonic() + 10  # the first worker may answer before the second listens
+        while len(_children(server.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(_children(server.proc.pid)) == 2
         pids = set()
         for _ in range(200):
