@@ -668,7 +668,7 @@ def _parse(cls: Any, body: bytes) -> Any:
 
 
 def register(app: Any) -> V2Endpoints:
-    """Add the V2 REST routes and gRPC methods to a worker's App (called by workers._load_extensions)."""
+    """Add the V2 REST routes and gRPC methods to a worker's App (called by each worker at start-up)."""
     endpoints = V2Endpoints(app)
     endpoints.add_routes()
     endpoints.add_grpc()

@@ -55,7 +55,7 @@ def _report(fd: int, message: bytes) -> None:
 
 
 async def _worker(settings: Settings, ready_fd: int) -> int:
-    from fastseldon import http
+    from fastseldon import http, v2_protocol
     from fastseldon.app import App
     from fastseldon.user_model import ModelLoadError, UserModel, call_load, construct, parse_parameters
 
@@ -68,7 +68,7 @@ async def _worker(settings: Settings, ready_fd: int) -> int:
             from fastseldon.batching import attach_batcher
 
             attach_batcher(app)
-        extensions = _load_extensions(app)
+        v2_protocol.register(app)  # V2 REST routes and gRPC methods beside Seldon's
         http_server = state = None
         if settings.http_enabled:
             http_server, state = await http.serve(app.router, worker_http_socket(settings), max_body=settings.max_body_bytes,
@@ -85,7 +85,6 @@ async def _worker(settings: Settings, ready_fd: int) -> int:
         _report(ready_fd, b"E" + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
         return EXIT_STARTUP_FAILED
     _report(ready_fd, b"R")
-    del extensions
 
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -109,19 +108,6 @@ async def _worker(settings: Settings, ready_fd: int) -> int:
     app.executor.shutdown(wait=False, cancel_futures=True)
     app.metrics.flush()
     return 0
-
-
-def _load_extensions(app: Any) -> list[Any]:
-    """Protocol modules that add routes to the app (V2 when present)."""
-    loaded = []
-    try:
-        from fastseldon import v2_protocol
-    except ImportError:
-        return loaded
-    register = getattr(v2_protocol, "register", None)
-    if register is not None:
-        loaded.append(register(app))
-    return loaded
 
 
 # --------------------------------------------------------------------------- supervisor side
