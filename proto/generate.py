@@ -1,6 +1,6 @@
-"""Regenerate server/proto/*_pb2*.py from the .proto files in this folder.
+"""Regenerate server/fastseldon/proto/*_pb2*.py from the .proto files in this folder.
 
-Run from anywhere: ``python proto/generate.py``. tests/test_proto.py fails when the
+Run from anywhere: ``python proto/generate.py``. tests/unit/test_proto.py fails when the
 committed files differ from what this script produces.
 
 The generated modules are rewritten to register their descriptors in a private pool
@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
-OUT = HERE.parent / "server" / "proto"
+OUT = HERE.parent / "server" / "fastseldon" / "proto"
 SOURCES = ["tensorflow/core/framework/tensor.proto", "prediction.proto", "grpc_service.proto"]
 NO_SERVICES = {"tensor_pb2_grpc.py"}
 
@@ -54,7 +54,7 @@ def generate() -> dict[str, str]:
 def main() -> int:
     for name, content in generate().items():
         (OUT / name).write_text(content)
-        print(f"wrote server/proto/{name}")
+        print(f"wrote server/fastseldon/proto/{name}")
     return 0
 
 

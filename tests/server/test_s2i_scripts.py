@@ -35,9 +35,9 @@ import numpy as np
 import pytest
 import requests
 
-from serving import Server, free_port, wait_ready
+from support.serving import Server, free_port, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "s2i" / "bin"
 IDENTITY = ROOT / "examples" / "identity"
 
@@ -555,7 +555,7 @@ def test_the_generated_dockerfile_executed_step_by_step_serves_the_model(tmp_pat
 def test_an_onnx_file_is_served_without_user_code(tmp_path, venv):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from _onnx_models import Mlp
+    from support.onnx_models import Mlp
 
     lay = layout(tmp_path, venv)
     mlp = Mlp()

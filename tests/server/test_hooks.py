@@ -6,7 +6,7 @@ import requests
 
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import prediction_pb2_grpc as pbg
-from serving import running
+from support.serving import running
 
 
 def test_raw_hooks_rest_and_grpc():

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import requests
 
-from serving import EXAMPLES, running
+from support.serving import EXAMPLES, running
 
 
 def test_identity_example():

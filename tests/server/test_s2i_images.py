@@ -17,7 +17,7 @@ import pytest
 from fastseldon import __version__
 from fastseldon.builder import ASSEMBLE_USER, SCRIPTS_PATH, builder_image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {
     "cpu": ROOT / "s2i" / "cpu" / "Dockerfile",
     "gpu-base": ROOT / "Dockerfile.gpu",

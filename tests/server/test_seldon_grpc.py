@@ -11,7 +11,7 @@ from google.protobuf import empty_pb2, json_format
 
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import prediction_pb2_grpc as pbg
-from serving import running
+from support.serving import running
 
 PARAMS = json.dumps([{"name": "offset", "value": "1", "type": "FLOAT"}, {"name": "label", "value": "g", "type": "STRING"}])
 

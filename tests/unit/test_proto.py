@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastseldon.proto import prediction_pb2 as pb
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_code_is_up_to_date():
@@ -14,8 +14,8 @@ def test_generated_code_is_up_to_date():
     generate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generate)
     for name, content in generate.generate().items():
-        committed = (ROOT / "server" / "proto" / name).read_text()
-        assert committed == content, f"server/proto/{name} is stale: run python proto/generate.py"
+        committed = (ROOT / "server" / "fastseldon" / "proto" / name).read_text()
+        assert committed == content, f"server/fastseldon/proto/{name} is stale: run python proto/generate.py"
 
 
 def _fields(message):

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks import loadgen, openloop, payloads, runner, scenarios, servers, verify
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HTTP_SCENARIOS = [s for s in scenarios.SCENARIOS if s.transport == "http"]
 GRPC_SCENARIOS = [s for s in scenarios.SCENARIOS if s.transport == "grpc"]
 

@@ -14,7 +14,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[onnx])")
 pytest.importorskip("onnx", reason="onnx not installed (needed to build test models)")
 
-from _onnx_models import Mlp, TwoInput  # noqa: E402
+from support.onnx_models import Mlp, TwoInput  # noqa: E402
 from fastseldon.runtimes.onnx import OnnxModel  # noqa: E402
 
 

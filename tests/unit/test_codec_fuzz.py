@@ -20,7 +20,7 @@ from fastseldon.codec import reference
 from fastseldon.errors import CodecError
 from fastseldon.proto import grpc_service_pb2 as v2pb
 from fastseldon.proto import prediction_pb2 as pb
-from test_codec_common import ERROR, IMPLS, canon, outcome, seldon_view
+from support.codec_cases import ERROR, IMPLS, canon, outcome, seldon_view
 
 SEED = int(os.environ.get("FASTSELDON_FUZZ_SEED", "20240601"))
 ROUNDS = {"seldon_proto": 30_000, "v2_proto": 15_000, "seldon_json": 30_000, "v2_json": 20_000, "bytes": 10_000}

@@ -11,7 +11,7 @@ import requests
 
 from fastseldon.settings import build_parser, from_args
 from fastseldon.user_model import ModelLoadError, parse_parameters
-from serving import MODELS, free_port, running
+from support.serving import MODELS, free_port, running
 
 
 def run_cli(*args, cwd=MODELS, env=None, timeout=60):

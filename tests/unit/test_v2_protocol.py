@@ -16,7 +16,7 @@ from fastseldon.service import Call, SeldonService, run_sync
 from fastseldon.settings import Settings
 from fastseldon.user_model import UserModel
 
-import v2_models
+from models import v2_models
 
 HEADER = b"inference-header-content-length"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from serving import HERE, running
+from support.serving import MODELS, running
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -36,13 +36,13 @@ def expected(arr: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def echo():
-    with running(["v2_models.Echo", "--model-name", "echo"], cwd=HERE) as server:
+    with running(["v2_models.Echo", "--model-name", "echo"], cwd=MODELS) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def described():
-    with running(["v2_models.Described", "--model-name", "described"], cwd=HERE) as server:
+    with running(["v2_models.Described", "--model-name", "described"], cwd=MODELS) as server:
         yield server
 
 
@@ -218,7 +218,7 @@ def test_gzip_request_compression(client):
 
 
 def test_predict_raw_model():
-    with running(["v2_models.Raw", "--model-name", "raw"], cwd=HERE) as server:
+    with running(["v2_models.Raw", "--model-name", "raw"], cwd=MODELS) as server:
         client = tritonhttp.InferenceServerClient(f"127.0.0.1:{server.http_port}")
         result = client.infer("raw", [make_input("a", np.array([1.0, 2.0], dtype=np.float32), "FP32", True),
                                       make_input("b", np.array([4], dtype=np.int64), "INT64", False)])
@@ -354,7 +354,7 @@ def test_seldon_v1_and_v2_requests_share_one_batched_predict(tmp_path):
     params = json.dumps([{"name": "log_path", "value": str(log), "type": "STRING"}])
     args = ["v2_models.BatchLog", "--model-name", "batched", "--parameters", params,
             "--max-batch-size", "32", "--max-batch-time-ms", "1000"]
-    with running(args, cwd=HERE) as server:
+    with running(args, cwd=MODELS) as server:
         def v1(value: float):
             reply = requests.post(server.url + "/api/v1.0/predictions", json={"data": {"ndarray": [[value, 1.0]]}}, timeout=20)
             assert reply.status_code == 200, reply.text

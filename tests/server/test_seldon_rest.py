@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from serving import running
+from support.serving import running
 
 PARAMS = json.dumps([
     {"name": "offset", "value": "0.5", "type": "FLOAT"},

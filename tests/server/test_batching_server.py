@@ -22,7 +22,7 @@ import requests
 
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import prediction_pb2_grpc as pbg
-from serving import running
+from support.serving import running
 
 HAS_V2 = importlib.util.find_spec("fastseldon.v2_protocol") is not None
 BLOCK = 999.0

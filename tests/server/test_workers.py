@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from serving import running
+from support.serving import running
 
 
 def _children(pid: int) -> list[int]:

@@ -26,7 +26,7 @@ from fastseldon.builder import (
     write_build_context,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = ROOT / "examples" / "identity"
 
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import requests
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/
 MODELS = HERE / "models"
 EXAMPLES = HERE.parent / "examples"
 

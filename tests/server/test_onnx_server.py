@@ -21,10 +21,10 @@ import grpc  # noqa: E402
 import requests  # noqa: E402
 from google.protobuf import empty_pb2, json_format  # noqa: E402
 
-from _onnx_models import Mlp, TwoInput  # noqa: E402
+from support.onnx_models import Mlp, TwoInput  # noqa: E402
 from fastseldon.proto import prediction_pb2 as pb  # noqa: E402
 from fastseldon.proto import prediction_pb2_grpc as pb_grpc  # noqa: E402
-from serving import Server, free_port, running  # noqa: E402
+from support.serving import Server, free_port, running  # noqa: E402
 
 ONNX_CLASS = "fastseldon.runtimes.onnx.OnnxModel"
 RTOL, ATOL = 1e-5, 1e-6

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastseldon.proto import grpc_service_pb2 as pb
-from serving import HERE, running
+from support.serving import MODELS, running
 
 tritongrpc = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -29,7 +29,7 @@ DTYPES = {
 
 @pytest.fixture(scope="module")
 def echo():
-    with running(["v2_models.Echo", "--model-name", "echo"], cwd=HERE) as server:
+    with running(["v2_models.Echo", "--model-name", "echo"], cwd=MODELS) as server:
         yield server
 
 
@@ -81,7 +81,7 @@ def test_server_metadata(client):
 
 
 def test_model_metadata_from_init_metadata():
-    with running(["v2_models.Described", "--model-name", "described"], cwd=HERE) as server:
+    with running(["v2_models.Described", "--model-name", "described"], cwd=MODELS) as server:
         client = tritongrpc.InferenceServerClient(server.grpc_target)
         meta = client.get_model_metadata("described", as_json=True)
         assert meta == {

@@ -12,7 +12,7 @@ pytest.importorskip("onnx", reason="onnx not installed (needed to build test mod
 
 import onnxruntime as ort  # noqa: E402
 
-from _onnx_models import Mlp, TwoInput, save_bool_not, save_string_identity  # noqa: E402
+from support.onnx_models import Mlp, TwoInput, save_bool_not, save_string_identity  # noqa: E402
 from fastseldon.errors import BadRequest  # noqa: E402
 from fastseldon.runtimes.onnx import PLATFORM, OnnxModel  # noqa: E402
 
@@ -189,7 +189,7 @@ def test_single_input_multi_output_array_request_gives_json_dict(tmp_path):
     # An array in with several outputs: Seldon replies jsonData, so lists, not arrays.
     from onnx import TensorProto, helper
 
-    from _onnx_models import _save
+    from support.onnx_models import _save
 
     graph = helper.make_graph(
         [helper.make_node("Neg", ["x"], ["neg"]), helper.make_node("Abs", ["x"], ["abs"])],
@@ -206,7 +206,7 @@ def test_single_input_multi_output_array_request_gives_json_dict(tmp_path):
 def test_undeclared_dimensions_are_dynamic(tmp_path, shape, wire):
     from onnx import TensorProto, helper
 
-    from _onnx_models import _save
+    from support.onnx_models import _save
 
     graph = helper.make_graph(
         [helper.make_node("Neg", ["x"], ["y"])],

@@ -22,7 +22,7 @@ from fastseldon.codec import reference
 from fastseldon.errors import CodecError
 from fastseldon.proto import grpc_service_pb2 as v2pb
 from fastseldon.proto import prediction_pb2 as pb
-from test_codec_common import ERROR, IMPL_IDS, IMPLS, canon, native, outcome, seldon_view
+from support.codec_cases import ERROR, IMPL_IDS, IMPLS, canon, native, outcome, seldon_view
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
