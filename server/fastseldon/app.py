@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 from fastseldon import codec
 from fastseldon import seldon_protocol as sp
-from fastseldon.errors import BadRequest, FastSeldonError
+from fastseldon.errors import BadRequest, FastSeldonError, NotSupported
 from fastseldon.http import JSON, TEXT, Request, Response, Router
 from fastseldon.metrics import Metrics
 from fastseldon.proto import prediction_pb2 as pb
@@ -71,7 +71,9 @@ class App:
         self.service = SeldonService(model, settings, self.metrics)
         self.executor = ThreadPoolExecutor(max_workers=max(4, settings.grpc_threads), thread_name_prefix="hook")
         self.batcher: Any = None  # set by the batching module when --max-batch-size > 1
-        self.router = Router(self.render_error)
+        self.router = Router()
+        self.router.set_error_renderer("", self.render_seldon_error)
+        self.router.set_error_renderer("/v2", self.render_v2_error)
         self.grpc_methods: dict[str, GrpcHandler] = {}
         self._add_seldon_routes()
 
@@ -116,10 +118,11 @@ class App:
 
     # -- error rendering (Seldon's status JSON; V2 routes render their own)
 
-    def render_error(self, request: Request | None, exc: FastSeldonError) -> Response:
-        if request is not None and request.path.startswith("/v2"):
-            return Response(exc.http_status, codec.dumps({"error": exc.message or str(exc)}))
-        return Response(exc.http_status, sp.status_json(exc.message or str(exc), exc.reason))
+    def render_seldon_error(self, exc: FastSeldonError) -> Response:
+        return Response(exc.http_status, sp.status_json(str(exc), exc.reason))
+
+    def render_v2_error(self, exc: FastSeldonError) -> Response:
+        return Response(exc.http_status, codec.dumps({"error": str(exc)}))
 
     # -- Seldon REST
 
@@ -146,14 +149,14 @@ class App:
     def timed_rest(self, label: str, fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
         """Wrap a REST handler: FastSeldonError -> its error response, and a request metric."""
         metrics = self.metrics
-        render = self.render_error
+        render = self.router.render_error
 
         async def handler(request: Request) -> Response:
             start = time.perf_counter()
             try:
                 response = await fn(request)
             except FastSeldonError as exc:
-                response = render(request, exc)
+                response = render(request.path, exc)
             metrics.observe(label, "rest", str(response.status), time.perf_counter() - start)
             return response
 
@@ -245,7 +248,7 @@ class App:
         return sp.metadata_to_proto(self.service.get_metadata()).SerializeToString()
 
     def _grpc_graph_metadata(self, body: bytes) -> bytes:
-        raise FastSeldonError("GraphMetadata not available on the Model level.", http_status=501, reason="MICROSERVICE_INTERNAL_ERROR")
+        raise NotSupported("GraphMetadata not available on the Model level.")
 
 
 # --------------------------------------------------------------------------- Seldon REST bodies

@@ -35,7 +35,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from fastseldon.errors import Unavailable, UserModelError
+from fastseldon.errors import QueueFull, UserModelError
 from fastseldon.service import Call
 from fastseldon.user_model import Hook, is_not_implemented
 
@@ -49,12 +49,6 @@ log = logging.getLogger(__name__)
 STACKABLE_KINDS = frozenset("biuf")
 WAIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 2.5, float("inf"))
-
-
-class QueueFull(Unavailable):
-    """More requests are waiting for a batch than the queue limit allows: shed load, don't block."""
-
-    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class BatchRowsError(UserModelError):

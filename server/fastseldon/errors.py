@@ -1,26 +1,40 @@
 """One exception family for the whole server.
 
-Each error knows its HTTP status, its gRPC status code (by name, so this module needs no
-grpc import) and a Seldon "reason". Fronts turn it into Seldon's status JSON or V2's
-``{"error": ...}`` body; nothing else in the code base decides status codes.
+Each kind fixes its HTTP status, its gRPC status code (by name, so this module needs no
+grpc import) and its Seldon "reason" together, so a REST client and a gRPC client always
+hear the same story. The protocol modules turn an error into Seldon's status JSON or V2's
+``{"error": ...}``; nothing else decides status codes.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
+BAD_DATA = "MICROSERVICE_BAD_DATA"
+INTERNAL = "MICROSERVICE_INTERNAL_ERROR"
+
+# gRPC's reading of HTTP client statuses (the gRPC/HTTP mapping doc, in reverse)
+_GRPC_FOR_STATUS = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    409: "ABORTED", 412: "FAILED_PRECONDITION", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}
+
 
 class FastSeldonError(Exception):
-    """Base class: bad input unless a subclass says otherwise."""
+    """Base of the family; raise one of the kinds below."""
 
-    http_status = 400
-    grpc_code = "INVALID_ARGUMENT"
-    reason = "MICROSERVICE_BAD_DATA"
+    http_status: ClassVar[int] = 400
+    grpc_code: ClassVar[str] = "INVALID_ARGUMENT"
+    reason: str = BAD_DATA
 
-    def __init__(self, message: str = "", *, http_status: int | None = None, reason: str | None = None):
+    def __init__(self, message: str = "", *, reason: str | None = None):
         super().__init__(message)
         self.message = message
-        if http_status is not None:
-            self.http_status = http_status
         if reason is not None:
             self.reason = reason
+
+    def __str__(self) -> str:
+        return self.message or type(self).__name__
 
 
 class BadRequest(FastSeldonError):
@@ -29,6 +43,12 @@ class BadRequest(FastSeldonError):
 
 class CodecError(BadRequest):
     """A tensor could not be decoded or encoded (ragged, wrong type, bad wire bytes)."""
+
+
+class NotImplementedHook(BadRequest):
+    """The user's class lacks the hook a route needs (Seldon's SeldonNotImplementedError): 400 as Seldon."""
+
+    grpc_code = "UNIMPLEMENTED"
 
 
 class NotFound(FastSeldonError):
@@ -46,18 +66,49 @@ class PayloadTooLarge(FastSeldonError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
-class NotImplementedHook(FastSeldonError):
-    """The user's class lacks the hook a route needs (Seldon's SeldonNotImplementedError)."""
+class UnsupportedMediaType(FastSeldonError):
+    http_status = 415
+    grpc_code = "INVALID_ARGUMENT"
 
-    grpc_code = "UNIMPLEMENTED"
+
+class ClientError(FastSeldonError):
+    """A 4xx a user model chose (Seldon's ``SeldonMicroserviceException(status_code=...)``).
+
+    The one kind whose status is per instance; its gRPC code is derived from that status,
+    never set separately.
+    """
+
+    def __init__(self, message: str, status: int, *, reason: str | None = None):
+        super().__init__(message, reason=reason)
+        self.status = status
+
+    @property  # type: ignore[override]
+    def http_status(self) -> int:
+        return self.status
+
+    @property  # type: ignore[override]
+    def grpc_code(self) -> str:
+        return _GRPC_FOR_STATUS.get(self.status, "INVALID_ARGUMENT")
 
 
-class UserModelError(FastSeldonError):
-    """The user's code raised: 500 / INTERNAL with the exception's message, no traceback."""
+class InternalError(FastSeldonError):
+    """Our own fault, or a server-side state that makes the call impossible (500 / INTERNAL)."""
 
     http_status = 500
     grpc_code = "INTERNAL"
-    reason = "MICROSERVICE_INTERNAL_ERROR"
+    reason = INTERNAL
+
+
+class NotSupported(FastSeldonError):
+    """A valid call this server does not offer (501 / UNIMPLEMENTED)."""
+
+    http_status = 501
+    grpc_code = "UNIMPLEMENTED"
+    reason = INTERNAL
+
+
+class UserModelError(InternalError):
+    """The user's code raised: 500 / INTERNAL with the exception's message (traceback in our log)."""
 
 
 class BadMetric(UserModelError):
@@ -72,3 +123,26 @@ class Unavailable(FastSeldonError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
     reason = "MICROSERVICE_UNAVAILABLE"
+
+
+class QueueFull(Unavailable):
+    """More requests wait than the limit allows: shed load at once (503 / RESOURCE_EXHAUSTED)."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+def from_user_exception(exc: BaseException) -> FastSeldonError:
+    """An exception from user code as one of ours, keeping Seldon's ``status_code``/``reason`` hints."""
+    if isinstance(exc, FastSeldonError):
+        return exc
+    status = getattr(exc, "status_code", None)
+    reason = getattr(exc, "reason", None)
+    reason = reason if isinstance(reason, str) else None
+    message = getattr(exc, "message", None) or str(exc)
+    if not isinstance(message, str):
+        message = str(message)
+    if isinstance(status, int) and 400 <= status < 500:
+        if status == 400:
+            return BadRequest(message, reason=reason)
+        return ClientError(message, status, reason=reason)
+    return UserModelError(message or type(exc).__name__)

@@ -29,7 +29,7 @@ def _unary(fn: BytesHandler) -> grpc.RpcMethodHandler:
         try:
             return fn(request)
         except FastSeldonError as exc:
-            context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), exc.message or str(exc))
+            context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc))
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client
             log.exception("gRPC handler failed")
             context.abort(grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__)

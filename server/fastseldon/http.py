@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from fastseldon.errors import FastSeldonError, MethodNotAllowed, NotFound, PayloadTooLarge
+from fastseldon.errors import BadRequest, FastSeldonError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("fastseldon.access")
@@ -54,16 +54,25 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-ErrorRenderer = Callable[[Request | None, FastSeldonError], Response]
+ErrorRenderer = Callable[[FastSeldonError], Response]
+
+
+def plain_error(exc: FastSeldonError) -> Response:
+    """The renderer of last resort: the message as text (protocols register their own)."""
+    return Response(exc.http_status, str(exc).encode("utf-8", "replace"), TEXT)
 
 
 class Router:
-    """Exact paths first, then prefix matchers (for routes with names in them, like V2's)."""
+    """Exact paths first, then prefix matchers (for routes with names in them, like V2's).
 
-    def __init__(self, render_error: ErrorRenderer):
+    Each protocol registers the error renderer for its paths (longest prefix wins), so an
+    unknown route or a malformed request is answered in the body format its client reads.
+    """
+
+    def __init__(self) -> None:
         self.exact: dict[str, dict[str, Handler]] = {}
         self.matchers: list[Callable[[str, str], Handler | None]] = []
-        self.render_error = render_error
+        self._renderers: list[tuple[str, ErrorRenderer]] = [("", plain_error)]
 
     def add(self, methods: tuple[str, ...], paths: tuple[str, ...], handler: Handler) -> None:
         for path in paths:
@@ -73,6 +82,18 @@ class Router:
 
     def add_matcher(self, matcher: Callable[[str, str], Handler | None]) -> None:
         self.matchers.append(matcher)
+
+    def set_error_renderer(self, prefix: str, renderer: ErrorRenderer) -> None:
+        """Errors on paths starting with ``prefix`` ("" for every path) render with ``renderer``."""
+        self._renderers = [(p, r) for p, r in self._renderers if p != prefix] + [(prefix, renderer)]
+        self._renderers.sort(key=lambda entry: len(entry[0]), reverse=True)
+
+    def render_error(self, path: str | None, exc: FastSeldonError) -> Response:
+        path = path or ""
+        for prefix, renderer in self._renderers:
+            if path.startswith(prefix):
+                return renderer(exc)
+        return plain_error(exc)
 
     def resolve(self, method: str, path: str) -> Handler:
         table = self.exact.get(path)
@@ -241,7 +262,7 @@ class HttpProtocol(asyncio.Protocol):
             handler = self.router.resolve(request.method, request.path)
             coro = handler(request)
         except FastSeldonError as exc:
-            self._finish(request, self.router.render_error(request, exc), started)
+            self._finish(request, self.router.render_error(request.path, exc), started)
             return
         try:
             waiting = coro.send(None)
@@ -250,7 +271,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         except Exception as exc:  # noqa: BLE001 - handlers map their own errors; this is a bug
             log.exception("handler for %s %s failed", request.method, request.path)
-            self._finish(request, self.router.render_error(request, FastSeldonError(str(exc), http_status=500)), started)
+            self._finish(request, self.router.render_error(request.path, InternalError(str(exc))), started)
             return
         self.loop.create_task(self._resume(request, coro, waiting, started))
 
@@ -273,7 +294,7 @@ class HttpProtocol(asyncio.Protocol):
             response = done.value
         except Exception as exc:  # noqa: BLE001
             log.exception("handler for %s %s failed", request.method, request.path)
-            response = self.router.render_error(request, FastSeldonError(str(exc), http_status=500))
+            response = self.router.render_error(request.path, InternalError(str(exc)))
         self._finish(request, response, started)
 
     def _finish(self, request: Request, response: Response, started: float) -> None:
@@ -306,8 +327,8 @@ class HttpProtocol(asyncio.Protocol):
         self.rejected = True
         if self.transport is None or self.closed:
             return
-        exc = PayloadTooLarge(message) if status == 413 else FastSeldonError(message, http_status=status)
-        response = self.router.render_error(None, exc)
+        exc = PayloadTooLarge(message) if status == 413 else BadRequest(message)
+        response = self.router.render_error(self.url.decode("latin-1") or None, exc)
         self.transport.write(_encode_head(response, False) + response.body)
         self.transport.close()
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from fastseldon.codec.datatypes import datatype_for, dtype_for
 from fastseldon.errors import (
+    from_user_exception,
     BadMetadata, BadMetric, BadRequest, CodecError, FastSeldonError, NotImplementedHook, UserModelError,
 )
 from fastseldon.metrics import Metrics
@@ -44,16 +45,7 @@ class Call:
 Steps = Generator[Call, Any, Any]
 
 
-def user_error(exc: BaseException) -> FastSeldonError:
-    """Map an exception from user code to our error family, keeping Seldon's own status hints."""
-    if isinstance(exc, FastSeldonError):
-        return exc
-    status = getattr(exc, "status_code", None)
-    reason = getattr(exc, "reason", None)
-    message = getattr(exc, "message", None) or str(exc)
-    if isinstance(status, int) and 400 <= status < 500:
-        return BadRequest(message, http_status=status, reason=reason if isinstance(reason, str) else None)
-    return UserModelError(message or type(exc).__name__)
+user_error = from_user_exception
 
 
 def _call_kwargs(hook: Hook, meta: Any) -> dict[str, Any]:

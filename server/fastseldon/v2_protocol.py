@@ -23,7 +23,10 @@ import numpy as np
 
 from fastseldon import __version__, codec
 from fastseldon.codec.datatypes import check_shape, dtype_for
-from fastseldon.errors import BadRequest, CodecError, FastSeldonError, MethodNotAllowed, NotFound, PayloadTooLarge
+from fastseldon.errors import (
+    BadMetadata, BadRequest, CodecError, FastSeldonError, MethodNotAllowed, NotFound, NotSupported, PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from fastseldon.http import JSON, Request, Response
 from fastseldon.proto import grpc_service_pb2 as pb
 
@@ -126,7 +129,7 @@ def _inflate(body: bytes, encoding: bytes, limit: int) -> bytes:
     elif encoding == b"deflate":
         inflater = zlib.decompressobj()
     else:
-        raise FastSeldonError(f"Unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate", http_status=415)
+        raise UnsupportedMediaType(f"Unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate")
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
@@ -497,7 +500,7 @@ class V2Endpoints:
 
     def _meta_checked(self) -> None:
         if self.metadata_error:
-            raise FastSeldonError(self.metadata_error, http_status=500)
+            raise BadMetadata(self.metadata_error)
 
     # -- REST
 
@@ -593,7 +596,7 @@ class V2Endpoints:
             raise NotFound(f"Cannot load model {name!r}: {fixed}")
         if name != self.model_name:
             raise NotFound(f"Cannot unload model {name!r}: {fixed}")
-        raise FastSeldonError(f"Cannot unload model {name!r}: {fixed}; stop the server instead", http_status=501)
+        raise NotSupported(f"Cannot unload model {name!r}: {fixed}; stop the server instead")
 
     # -- gRPC (handlers take and return serialized messages; they run on gRPC threads)
 
@@ -648,7 +651,7 @@ class V2Endpoints:
                     reply = stream_reply(self.grpc_infer(body))
                 except FastSeldonError as exc:
                     code = exc.grpc_code
-                    reply = pb.ModelStreamInferResponse(error_message=exc.message or str(exc)).SerializeToString()
+                    reply = pb.ModelStreamInferResponse(error_message=str(exc)).SerializeToString()
                 except Exception as exc:  # noqa: BLE001 - one bad message must not end the stream
                     code = "INTERNAL"
                     reply = pb.ModelStreamInferResponse(error_message=str(exc) or type(exc).__name__).SerializeToString()
