@@ -16,6 +16,7 @@ from fastseldon.batching import (AdaptiveBatcher, BatchRowsError, QueueFull, bat
 from fastseldon.errors import UserModelError
 from fastseldon.service import Call
 from fastseldon.user_model import Hook
+from support.waiting import until, wait_until
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -210,7 +211,7 @@ def test_batched_call_gets_first_requests_names_and_meta(run, executor):
     async def main():
         b = batcher(executor)
         blocker = asyncio.ensure_future(b.submit(call(h, rows_for(99), names=["a", "b", "c"], meta={"puid": "blocker"})))
-        await asyncio.sleep(0.003)  # the blocker's predict is running; these queue behind it
+        await until(lambda: model.running)  # the blocker's predict is running; these queue behind it
         await asyncio.gather(*(b.submit(call(h, rows_for(i), names=["a", "b", "c"], meta={"puid": f"p{i}"}))
                                for i in range(4)))
         await blocker
@@ -228,7 +229,7 @@ def test_different_trailing_shapes_and_dtypes_go_to_different_batches(run, execu
     async def main():
         b = batcher(executor)
         blocker = asyncio.ensure_future(b.submit(call(h, rows_for(99))))
-        await asyncio.sleep(0.003)
+        await until(lambda: model.running)
         inputs = [np.ones((1, 3)), np.ones((2, 4)), np.ones((1, 3), dtype=np.float32), np.ones((1, 3)) * 5,
                   np.ones((2, 4)) * 7, np.ones((1, 3), dtype=np.float32) * 9]
         outs = await asyncio.gather(*(b.submit(call(h, x)) for x in inputs))
@@ -250,7 +251,7 @@ def test_batches_never_exceed_max_and_a_big_request_goes_alone(run, executor):
     async def main():
         b = batcher(executor, max_batch_size=4)
         blocker = asyncio.ensure_future(b.submit(call(h, rows_for(99))))
-        await asyncio.sleep(0.002)
+        await until(lambda: model.running)
         sizes = [3, 10, 1, 2, 2, 4]
         inputs = [rows_for(i, n) for i, n in enumerate(sizes)]
         outs = await asyncio.gather(*(b.submit(call(h, x)) for x in inputs))
@@ -278,7 +279,7 @@ def test_async_predict_is_batched_and_awaited(run, executor):
         b = batcher(executor)
         inputs = [rows_for(i, 2) for i in range(10)]
         first = asyncio.ensure_future(b.submit(call(h, inputs[0])))
-        await asyncio.sleep(0.001)
+        await until(lambda: sizes)  # the first predict is awaiting its simulated cost
         rest = await asyncio.gather(*(b.submit(call(h, x)) for x in inputs[1:]))
         return inputs, [await first, *rest]
 
@@ -355,7 +356,7 @@ def test_max_batch_time_zero_still_coalesces_what_queued_behind_a_running_batch(
     async def main():
         b = batcher(executor, max_batch_time=0.0)
         first = asyncio.ensure_future(b.submit(call(h, rows_for(0))))
-        await asyncio.sleep(0.003)
+        await until(lambda: model.running)
         await asyncio.gather(first, *(b.submit(call(h, rows_for(i))) for i in range(1, 6)))
 
     run(main())
@@ -389,7 +390,7 @@ def test_a_failing_batch_is_retried_one_by_one_so_only_the_bad_request_fails(run
     async def main():
         b = batcher(executor)
         blocker = asyncio.ensure_future(b.submit(call(h, rows_for(99))))
-        await asyncio.sleep(0.003)
+        await until(lambda: model.running)
         inputs = [rows_for(1), -rows_for(2), rows_for(3, 2), rows_for(4)]
         outs = await asyncio.gather(*(b.submit(call(h, x)) for x in inputs), return_exceptions=True)
         await blocker
@@ -403,7 +404,10 @@ def test_a_failing_batch_is_retried_one_by_one_so_only_the_bad_request_fails(run
 
 
 def test_wrong_row_count_fails_the_batch_with_a_clear_message_but_not_a_lone_call(run, executor):
+    started: list[int] = []
+
     def predict(X, names):
+        started.append(X.shape[0])
         time.sleep(0.01)
         return X[:1]  # one row whatever comes in
 
@@ -413,7 +417,7 @@ def test_wrong_row_count_fails_the_batch_with_a_clear_message_but_not_a_lone_cal
         b = batcher(executor)
         lone = await b.submit(call(h, rows_for(0, 3)))
         blocker = asyncio.ensure_future(b.submit(call(h, rows_for(99))))
-        await asyncio.sleep(0.003)
+        await until(lambda: len(started) == 2)  # the lone call, then the blocker
         outs = await asyncio.gather(*(b.submit(call(h, rows_for(i))) for i in range(3)), return_exceptions=True)
         await blocker
         return lone, outs
@@ -445,7 +449,7 @@ def test_full_queue_refuses_at_once_with_503_resource_exhausted(run, executor):
     async def main():
         b = batcher(executor, max_batch_size=2, max_queue=3)
         running = asyncio.ensure_future(b.submit(call(h, rows_for(99))))
-        await asyncio.sleep(0.01)
+        await until(lambda: model.running)
         outs = await asyncio.wait_for(
             asyncio.gather(*(b.submit(call(h, rows_for(i))) for i in range(6)), return_exceptions=True), timeout=10)
         await running
@@ -466,14 +470,13 @@ def test_a_cancelled_waiter_is_withdrawn_before_its_batch_runs(run, executor):
     async def main():
         b = batcher(executor)
         running = asyncio.ensure_future(b.submit(call(h, rows_for(99))))
-        await asyncio.sleep(0.005)
+        await until(lambda: model.running)
         keep = asyncio.ensure_future(b.submit(call(h, rows_for(1))))
         drop = asyncio.ensure_future(b.submit(call(h, rows_for(2, 3))))
-        await asyncio.sleep(0)
-        assert b.waiting == 2
+        await until(lambda: b.waiting == 2)
         drop.cancel()
-        await asyncio.sleep(0)
-        assert b.waiting == 1
+        await until(lambda: b.waiting == 1)
+        assert model.running and len(model.calls) == 1  # both were decided before the next batch ran
         out = await keep
         await running
         return out
@@ -556,7 +559,7 @@ def test_blocking_submit_errors_and_queue_limit_reach_the_calling_thread(executo
 
         with ThreadPoolExecutor(max_workers=12) as callers:
             first = callers.submit(send, rows_for(99))
-            time.sleep(0.02)  # the first call holds the slot; the next ones queue (4 fit)
+            wait_until(lambda: model.running)  # the first call holds the slot; the next ones queue (4 fit)
             rest = [callers.submit(send, x) for x in [rows_for(1), -rows_for(2)] + [rows_for(i) for i in range(3, 11)]]
             outs = [f.result(10) for f in rest]
             np.testing.assert_array_equal(first.result(10), rows_for(99) * 2 + 1)
