@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from support.serving import running
+from support.waiting import wait_until
 
 
 def _children(pid: int) -> list[int]:
@@ -17,8 +18,15 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-def test_sigterm_finishes_in_flight_requests():
-    with running(["AsyncModel", "--workers", "2"], expect_exit=None) as server:
+def _entered(trace, seconds: float) -> int:
+    """How many transform_input calls of ``seconds`` the model has started (see AsyncModel)."""
+    return sum(1 for p in trace.iterdir() if p.name.startswith(f"{seconds}-"))
+
+
+def test_sigterm_finishes_in_flight_requests(tmp_path):
+    # 8 hook threads per worker: however the kernel spreads the eight slow calls, all can be inside
+    with running(["AsyncModel", "--workers", "2", "--grpc-threads", "8"], expect_exit=None,
+                 env={"ASYNC_MODEL_TRACE": str(tmp_path)}) as server:
         url = server.url + "/transform-input"
         slow = {"data": {"ndarray": [[0.8]]}}
         for _ in range(3):  # the hook's first calls are probes; make sure it is measured as slow
@@ -35,7 +43,7 @@ def test_sigterm_finishes_in_flight_requests():
                         r = s.post(server.url + "/predict", json={"data": {"ndarray": [[i]]}}, timeout=10)
                     except requests.ConnectionError:
                         fast_results.append(("refused", i))
-                        time.sleep(0.01)
+                        stop.wait(0.01)  # back off; the server is going away
                         continue
                     fast_results.append(("answered", (i, r.status_code, r.json())))
 
@@ -44,7 +52,7 @@ def test_sigterm_finishes_in_flight_requests():
             t.start()
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(requests.post, url, json=slow, timeout=30) for _ in range(8)]
-            time.sleep(0.3)  # all eight are now inside the model
+            wait_until(lambda: _entered(tmp_path, 0.8) == 8, what="the eight slow calls inside the model")
             server.proc.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
         code = server.proc.wait(30)
@@ -67,15 +75,18 @@ def test_killed_worker_is_replaced_within_two_seconds():
         assert _children(server.proc.pid) == [first_pid]
         os.kill(first_pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        while True:
+
+        def answered():
             try:
                 r = requests.get(server.url + "/health/status", timeout=0.5)
-                if r.status_code == 200:
-                    break
             except requests.RequestException:
-                pass
-            assert time.monotonic() - killed_at < 2.0, "no answer within 2 s of the kill:\n" + server.output()
-            time.sleep(0.02)
+                return None
+            return r if r.status_code == 200 else None
+
+        try:
+            r = wait_until(answered, timeout=2.0, interval=0.02, what="an answer within 2 s of the kill")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{server.output()}") from None
         elapsed = time.monotonic() - killed_at
         new_pid = r.json()["jsonData"]["pid"]
         assert new_pid != first_pid and elapsed < 2.0
@@ -84,10 +95,8 @@ def test_killed_worker_is_replaced_within_two_seconds():
 
 def test_two_workers_share_the_port():
     with running(["Rich", "--workers", "2"]) as server:
-        deadline = time.monotonic() + 10  # the first worker may answer before the second listens
-        while len(_children(server.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(_children(server.proc.pid)) == 2
+        # the first worker may answer before the second listens
+        wait_until(lambda: len(_children(server.proc.pid)) == 2, what="two workers")
         pids = set()
         for _ in range(200):
             with requests.Session() as s:  # new connection each time, so the kernel spreads them
@@ -97,13 +106,13 @@ def test_two_workers_share_the_port():
         assert pids == set(_children(server.proc.pid))
 
 
-def test_sync_hook_does_not_block_other_connections():
-    with running(["AsyncModel"]) as server:
+def test_sync_hook_does_not_block_other_connections(tmp_path):
+    with running(["AsyncModel"], env={"ASYNC_MODEL_TRACE": str(tmp_path)}) as server:
         for _ in range(3):
             requests.post(server.url + "/transform-input", json={"data": {"ndarray": [[0.05]]}}, timeout=10)
         with ThreadPoolExecutor(2) as pool:
             slow = pool.submit(requests.post, server.url + "/transform-input", json={"data": {"ndarray": [[1.5]]}}, timeout=30)
-            time.sleep(0.2)
+            wait_until(lambda: _entered(tmp_path, 1.5) == 1, what="the slow hook to start")
             start = time.monotonic()
             r = requests.post(server.url + "/predict", json={"data": {"ndarray": [[2]]}}, timeout=10)
             fast_elapsed = time.monotonic() - start
