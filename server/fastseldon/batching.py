@@ -29,18 +29,19 @@ import logging
 import time
 from collections import deque
 import threading
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable, Protocol, Sequence
 
 import numpy as np
 
 from fastseldon.errors import QueueFull, UserModelError
-from fastseldon.service import Call
-from fastseldon.user_model import Hook, is_not_implemented
+from fastseldon.steps import Call
+from fastseldon.user_model import Hook, is_not_implemented, is_seldon_response
 
-__all__ = ["AdaptiveBatcher", "BatchMetrics", "QueueFull", "BatchRowsError", "attach_batcher", "batch_key",
-           "split_rows", "default_queue_limit", "model_allows_batching"]
+if TYPE_CHECKING:
+    from fastseldon.settings import UnitSettings
+    from fastseldon.user_model import UserModel
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,18 @@ log = logging.getLogger(__name__)
 STACKABLE_KINDS = frozenset("biuf")
 WAIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 2.5, float("inf"))
+
+
+class Placement(Protocol):
+    """How the batcher's own calls are run: the unit's HookRunner (runner.py)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def offload(self, call: Call) -> Awaitable[Any]: ...
+
+    def in_pool(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
+
+    def call_here(self, call: Call) -> Any: ...
 
 
 class BatchRowsError(UserModelError):
@@ -83,10 +96,6 @@ def batch_key(call: Call) -> Hashable | None:
     return (id(call.hook), x.dtype, x.shape[1:], rest)
 
 
-def _is_seldon_response(out: Any) -> bool:
-    return type(out).__name__ == "SeldonResponse" and hasattr(out, "data")
-
-
 def _row_count(data: Any) -> int | None:
     if isinstance(data, np.ndarray):
         return data.shape[0] if data.ndim else None
@@ -119,7 +128,7 @@ def split_rows(out: Any, counts: Sequence[int]) -> list[Any]:
     SeldonResponse is copied with its ``data`` cut (its tags and metrics go to every part).
     Raises BatchRowsError when the rows that came back don't match the rows that went in.
     """
-    response = _is_seldon_response(out)
+    response = is_seldon_response(out)
     data = out.data if response else out
     total = sum(counts)
     several = _per_output(data, total)
@@ -201,8 +210,7 @@ class AdaptiveBatcher:
     def __init__(
         self,
         *,
-        loop: asyncio.AbstractEventLoop,
-        executor: Executor | None,
+        runner: Placement,
         max_batch_size: int,
         max_batch_time: float,
         max_in_flight: int = 1,
@@ -211,8 +219,8 @@ class AdaptiveBatcher:
     ):
         if max_batch_size < 1 or max_in_flight < 1 or max_batch_time < 0:
             raise ValueError("max_batch_size and max_in_flight must be >= 1 and max_batch_time >= 0")
-        self.loop = loop
-        self.executor = executor
+        self.runner = runner
+        self.loop = runner.loop
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
         self.max_in_flight = max_in_flight
@@ -249,7 +257,7 @@ class AdaptiveBatcher:
         """Run ``call`` (a predict on an array) as part of a batch; returns this call's own rows."""
         key = batch_key(call)
         if key is None:
-            return await self._run_alone(call)
+            return await self.runner.offload(call)
         if self._waiting >= self.max_queue:
             raise self._refuse()
         item = _Item(call, call.args[0].shape[0], self.loop.create_future(), time.monotonic())
@@ -268,9 +276,7 @@ class AdaptiveBatcher:
         """
         key = batch_key(call)
         if key is None:  # not stackable: as without batching
-            if call.hook.is_async:
-                return asyncio.run_coroutine_threadsafe(self._run_alone(call), self.loop).result()
-            return call.hook.timed_call(*call.args, **call.kwargs)
+            return self.runner.call_here(call)
         item = _Item(call, call.args[0].shape[0], Future(), time.monotonic())
         with self._inbox_lock:
             self._inbox.append((key, item))
@@ -425,29 +431,23 @@ class AdaptiveBatcher:
         if hook.is_async:
             first = calls[0]
             return await hook.fn(np.concatenate([c.args[0] for c in calls]), *first.args[1:], **first.kwargs)
-        return await self.loop.run_in_executor(self.executor, _stacked_call, hook, calls)
+        return await self.runner.in_pool(_stacked_call, hook, calls)
 
     async def _run_member(self, item: _Item) -> None:
         if item.future.done():
             return
         try:
-            out = await self._run_alone(item.call)
+            out = await self.runner.offload(item.call)
         except Exception as exc:  # noqa: BLE001 - this request's own error
             _fail(item.future, exc)
             return
-        data = out.data if _is_seldon_response(out) else out
+        data = out.data if is_seldon_response(out) else out
         if not self._warned_rows and not _per_output(data, item.rows) and _row_count(data) != item.rows:
             self._warned_rows = True  # a lone call passes through unchanged, but say it once
             log.warning("predict returned %s for %d input rows: such results can't be split when requests are "
                         "batched under load; fix predict or turn batching off", _describe(data), item.rows)
         if not item.future.done():
             item.future.set_result(out)
-
-    async def _run_alone(self, call: Call) -> Any:
-        hook = call.hook
-        if hook.is_async:
-            return await hook.fn(*call.args, **call.kwargs)
-        return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
 
 
 def _stacked_call(hook: Hook, calls: list[Call]) -> Any:
@@ -470,23 +470,20 @@ def model_allows_batching(obj: Any) -> bool:
         return False
 
 
-def attach_batcher(app: Any) -> AdaptiveBatcher | None:
-    """Give a worker's App its batcher (called once per worker when --max-batch-size > 1)."""
-    s = app.settings
-    if not model_allows_batching(app.model.obj):
-        log.info("%s.batchable is False: adaptive batching stays off for this model", app.model.class_name)
+def batcher_for(runner: Placement, unit: UnitSettings, model: UserModel) -> AdaptiveBatcher | None:
+    """The batcher for one unit with --max-batch-size > 1, or None when its model opts out."""
+    if not model_allows_batching(model.obj):
+        log.info("%s.batchable is False: adaptive batching stays off for this model", model.class_name)
         return None
-    queue = s.max_batch_queue or default_queue_limit(s.max_batch_size)
+    queue = unit.max_batch_queue or default_queue_limit(unit.max_batch_size)
     batcher = AdaptiveBatcher(
-        loop=app.loop,
-        executor=app.executor,
-        max_batch_size=s.max_batch_size,
-        max_batch_time=s.max_batch_time_ms / 1000.0,
-        max_in_flight=max(1, s.max_batches_in_flight),
+        runner=runner,
+        max_batch_size=unit.max_batch_size,
+        max_batch_time=unit.max_batch_time_ms / 1000.0,
+        max_in_flight=max(1, unit.max_batches_in_flight),
         max_queue=queue,
-        metrics=BatchMetrics(s.model_name, s.max_batch_size),
+        metrics=BatchMetrics(unit.model_name, unit.max_batch_size),
     )
-    app.batcher = batcher
     log.info("adaptive batching on: up to %d rows per predict, %.3g ms window, %d batch(es) in flight, queue %d",
-             s.max_batch_size, s.max_batch_time_ms, batcher.max_in_flight, queue)
+             unit.max_batch_size, unit.max_batch_time_ms, batcher.max_in_flight, queue)
     return batcher

@@ -46,22 +46,22 @@ def serve(argv: list[str], prog: str = "fastseldon serve") -> int:
         return _fail(f"unknown arguments {unknown} (note: like seldon-core-microservice since 1.5.0, "
                      "the API type is not a positional argument; use --api-type)")
     try:
-        settings = settings_mod.from_args(args)
-        parse_parameters(settings.parameters)
+        server, unit = settings_mod.from_args(args)
+        parse_parameters(unit.parameters)
     except (ValueError, ModelLoadError) as exc:
         return _fail(str(exc))
-    problem = _check_interface(settings.interface_name)
+    problem = _check_interface(unit.interface_name)
     if problem:
         return _fail(problem)
     logging.basicConfig(
-        level=getattr(logging, settings.log_level, logging.INFO),
+        level=getattr(logging, server.log_level, logging.INFO),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
-    if settings.persistence:
+    if unit.persistence:
         logging.getLogger("fastseldon").warning("--persistence is deprecated in Seldon and ignored")
     from fastseldon.workers import serve as run
 
-    return run(settings)
+    return run(server, unit)
 
 
 def info() -> int:

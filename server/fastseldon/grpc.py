@@ -3,7 +3,7 @@
 Why threaded and not grpc.aio: measured on the 2-core box with h2load, one process, a
 bare threaded grpcio server echoes ~7 900 req/s and a bare grpc.aio one ~3 800. The REST
 front keeps the event loop; gRPC handlers run sync hooks right on their own thread and
-reach the loop only for async hooks and the batcher (see app.App.invoke_blocking).
+reach the loop only for async hooks and the batcher (see runner.HookRunner.invoke_blocking).
 
 Handlers receive the serialized request and return serialized bytes, so protocol adapters
 (and the native codec) decide how to read them; protobuf classes are never built here.
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 
 from fastseldon.errors import FastSeldonError
-from fastseldon.settings import Settings
+from fastseldon.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ def _unary(fn: BytesHandler) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(behaviour)
 
 
+def stream_method(fn: Callable[[Iterator[bytes], Any], Iterator[bytes]]) -> grpc.RpcMethodHandler:
+    """A bidirectional-streaming method on raw bytes (``fn(requests, context)`` yields replies)."""
+    return grpc.stream_stream_rpc_method_handler(fn)
+
+
 class _Handlers(grpc.GenericRpcHandler):
     def __init__(self, methods: dict[str, Any]):
         self._methods = {
@@ -47,7 +52,7 @@ class _Handlers(grpc.GenericRpcHandler):
         return self._methods.get(handler_call_details.method)
 
 
-def server_options(settings: Settings) -> list[tuple[str, Any]]:
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     """Channel options derived from settings; SO_REUSEPORT lets every worker bind the port."""
     return [
         ("grpc.so_reuseport", 1),
@@ -56,7 +61,7 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
-def start(settings: Settings, methods: dict[str, Any]) -> grpc.Server:
+def start(settings: ServerSettings, methods: dict[str, Any]) -> grpc.Server:
     """Start a server for ``methods`` ({"/pkg.Service/Method": bytes handler or RpcMethodHandler})."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fastseldon.settings import Settings
+from fastseldon.settings import ServerSettings, UnitSettings
 
 # Seldon's TIMER buckets: 50 log-spaced edges from 1 ms to 30 s (values are seconds).
 SELDON_TIMER_BUCKETS = tuple(float(x) for x in np.logspace(-3, np.log10(30), 50)) + (float("inf"),)
@@ -47,7 +47,7 @@ def mark_worker_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def start_metrics_server(settings: Settings) -> Any:
+def start_metrics_server(settings: ServerSettings) -> Any:
     """Serve the merged metrics of all workers on the metrics port (a thread in the supervisor)."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
@@ -60,7 +60,7 @@ def start_metrics_server(settings: Settings) -> Any:
 class Metrics:
     """The metrics one worker records. Label children are cached: ``labels()`` is the slow part."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: UnitSettings):
         from prometheus_client import Counter, Histogram
 
         self._settings = settings

@@ -1,50 +1,31 @@
 """Seldon v1 wire formats (JSON and protobuf) <-> the service's in-memory messages.
 
-Nothing here touches a socket. Decoding produces a ``Message`` (numpy payload, names, meta
-as a JSON-shaped dict); encoding turns a ``Reply`` back into the bytes Seldon's Python
-wrapper would have sent for the same request, following its rules for which data kind
-(ndarray / tensor / tftensor / strData / ...) the reply uses and which ``names`` it carries.
+Nothing here touches a socket. Decoding produces the in-memory types (``Message``,
+``Feedback``: numpy payload, names, meta as a JSON-shaped dict); encoding turns a ``Reply``
+back into the bytes Seldon's Python wrapper would have sent for the same request, following
+its rules for which data kind (ndarray / tensor / tftensor / strData / ...) the reply uses
+and which ``names`` it carries. REST bodies are found as Seldon's Flask wrapper finds them
+(multipart fields, form or query ``json=``, then the body).
 """
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+import functools
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 from google.protobuf import json_format
 
 from fastseldon import codec
-from fastseldon.errors import BadRequest
+from fastseldon.errors import BadRequest, FastSeldonError
+from fastseldon.proto import parse as parse_proto
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import tensor_pb2 as tfpb
-
-DATA_KINDS = ("ndarray", "tensor", "tftensor")
-
-
-@dataclass(slots=True)
-class Message:
-    """One decoded SeldonMessage: what the user's hooks get, plus what the reply must mirror."""
-
-    kind: str  # ndarray | tensor | tftensor | jsonData | strData | binData | customData
-    payload: Any
-    names: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    raw: Any = None  # the parsed request as *_raw hooks receive it (dict for REST, proto for gRPC)
-
-
-@dataclass(slots=True)
-class Reply:
-    """A hook's result plus the response meta, before it is put on the wire."""
-
-    payload: Any
-    kind: str  # the request kind to mirror
-    names: list[str] | None = None  # user class_names; None means Seldon's "t:<i>" default
-    meta: dict[str, Any] = field(default_factory=dict)
-    raw: bool = False  # a *_raw hook's return value, sent as-is
-    status: int = 200
+from fastseldon.types import DATA_KINDS, Feedback, Message, Reply, default_names, reply_names, result_array
 
 
 # --------------------------------------------------------------------------- JSON decoding
@@ -104,14 +85,41 @@ def _parse_json_into(message: Any, obj: Any, what: str) -> Any:
         raise BadRequest(f"Invalid JSON in {what}: {exc}") from None
 
 
-def feedback_from_json(obj: Any) -> Any:
+def feedback_from_json(obj: Any) -> Feedback:
     """Feedback JSON goes through protobuf, as in Seldon (unknown fields are an error)."""
     if not isinstance(obj, dict):
         raise BadRequest(f"Invalid request data type: {obj!r}")
     try:
-        return json_format.ParseDict(obj, pb.Feedback())
+        proto = json_format.ParseDict(obj, pb.Feedback())
     except (json_format.ParseError, TypeError, ValueError) as exc:
         raise BadRequest(f"Invalid JSON: {exc}") from None
+    return feedback_from_proto(proto)
+
+
+def feedback_from_proto(proto: Any) -> Feedback:
+    """A seldon.protos.Feedback -> Feedback; the proto itself stays for send_feedback_raw."""
+    request = message_from_proto(proto.request) if proto.HasField("request") else Message("ndarray", np.array([]))
+    truth = message_from_proto(proto.truth) if proto.HasField("truth") else None
+    routing = dict(proto.response.meta.routing) if proto.HasField("response") else {}
+    return Feedback(request, float(proto.reward), truth, routing, proto)
+
+
+def feedback_from_proto_bytes(body: bytes) -> Feedback:
+    return feedback_from_proto(parse_proto(pb.Feedback, body))
+
+
+def messages_from_proto_bytes(body: bytes) -> tuple[list[Message], Any]:
+    """A SeldonMessageList (aggregate) -> its messages, and the list as aggregate_raw gets it."""
+    lst = parse_proto(pb.SeldonMessageList, body)
+    return [message_from_proto(m) for m in lst.seldonMessages], lst
+
+
+def messages_from_json(obj: Any) -> list[Message]:
+    """Aggregate's REST body: ``{"seldonMessages": [...]}`` or a bare list."""
+    items = obj.get("seldonMessages") if isinstance(obj, dict) else obj
+    if not isinstance(items, list):
+        raise BadRequest(f"Invalid request data type: {obj!r} (expected {{\"seldonMessages\": [...]}} or a list)")
+    return [message_from_json(item, raw=item) for item in items]
 
 
 # --------------------------------------------------------------------------- protobuf decoding
@@ -229,13 +237,6 @@ def message_from_proto(msg: Any, *, values: np.ndarray | None = None, raw: Any =
     raise BadRequest("Invalid request data type: the SeldonMessage has no data, binData, strData, jsonData or customData")
 
 
-def parse_proto(cls: Any, body: bytes) -> Any:
-    try:
-        return cls.FromString(body)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise BadRequest(f"Invalid protobuf {cls.DESCRIPTOR.name}: {exc}") from None
-
-
 # --------------------------------------------------------------------------- reply shaping
 
 
@@ -243,32 +244,22 @@ def _is_numeric(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "iufc"  # np.issubdtype(dtype, np.number), at a tenth of the cost
 
 
-def _names_for(arr: np.ndarray, class_names: list[str] | None) -> Sequence[str]:
-    if arr.ndim <= 1:
-        return []
-    if class_names is not None:
-        return class_names
-    return _default_names(arr.shape[1])
-
-
-@functools.lru_cache(maxsize=256)
-def _default_names(columns: int) -> tuple[str, ...]:
-    return tuple(f"t:{i}" for i in range(columns))
+_names_for = reply_names
 
 
 @functools.lru_cache(maxsize=256)
 def _default_names_json(columns: int) -> Any:
-    return codec.json_fragment(_default_names(columns))
+    return codec.json_fragment(default_names(columns))
 
 
 @functools.lru_cache(maxsize=256)
 def _default_names_bytes(columns: int) -> bytes:
-    return codec.dumps(_default_names(columns))
+    return codec.dumps(default_names(columns))
 
 
 @functools.lru_cache(maxsize=256)
 def _default_names_block(columns: int) -> bytes:
-    return codec.encode_names(_default_names(columns))
+    return codec.encode_names(default_names(columns))
 
 
 def _json_names(arr: np.ndarray, class_names: list[str] | None) -> Any:
@@ -287,24 +278,13 @@ def _data_kind(reply_kind: str, arr: np.ndarray) -> str:
     return "tensor"
 
 
-def _result_array(payload: Any) -> np.ndarray | None:
-    if isinstance(payload, np.ndarray):
-        return payload
-    if isinstance(payload, (list, tuple)):
-        try:
-            return np.array(payload)
-        except ValueError:
-            return np.array(payload, dtype=object)
-    return None
-
-
 def reply_to_json_obj(reply: Reply) -> Any:
     """Reply -> the JSON-ready object Seldon's REST wrapper would return."""
     if reply.raw:
         return reply.payload
     payload = reply.payload
     out: dict[str, Any]
-    arr = _result_array(payload)
+    arr = result_array(payload)
     if arr is not None:
         kind = _data_kind(reply.kind, arr)
         names = _json_names(arr, reply.names)
@@ -329,7 +309,7 @@ def reply_to_json_obj(reply: Reply) -> Any:
 def reply_to_json(reply: Reply) -> bytes:
     """The bytes of ``reply_to_json_obj(reply)``, with the common array replies assembled
     around one ``codec.dumps`` of the array (no walk over the reply's dicts)."""
-    arr = None if reply.raw else _result_array(reply.payload)
+    arr = None if reply.raw else result_array(reply.payload)
     if arr is None or arr.dtype == object:
         return codec.dumps(reply_to_json_obj(reply))
     kind = _data_kind(reply.kind, arr)
@@ -357,7 +337,7 @@ def reply_to_proto(reply: Reply) -> Any:
     if reply.meta:
         _parse_json_into(msg.meta, reply.meta, "meta")
     payload = reply.payload
-    arr = _result_array(payload)
+    arr = result_array(payload)
     if arr is not None:
         kind = _data_kind(reply.kind, arr)
         msg.data.names.extend(_names_for(arr, reply.names))
@@ -390,7 +370,7 @@ def reply_to_proto_bytes(reply: Reply) -> bytes:
     """``reply_to_proto(reply).SerializeToString()`` (same bytes); a numeric tensor reply's
     values are written straight from the result array's buffer (codec.encode_seldon_message)."""
     if not reply.raw:
-        arr = _result_array(reply.payload)
+        arr = result_array(reply.payload)
         if arr is not None and arr.dtype.kind in "iuf" and _data_kind(reply.kind, arr) == "tensor":
             head = pb.SeldonMessage()
             head.meta.SetInParent()  # Seldon always sends meta, even empty
@@ -415,3 +395,59 @@ def metadata_to_proto(metadata: dict[str, Any]) -> Any:
 def status_json(message: str, reason: str) -> bytes:
     """Seldon's error body: code is always -1 and status 1 (FAILURE) in the wrapper's dicts."""
     return codec.dumps({"status": {"code": -1, "info": message, "reason": reason, "status": 1}})
+
+
+def error_body(exc: FastSeldonError) -> bytes:
+    return status_json(str(exc), exc.reason)
+
+
+# --------------------------------------------------------------------------- REST bodies
+
+
+def parse_rest_body(body: bytes, content_type: bytes, query: str, *, fast: bool) -> Any:
+    """Seldon's body precedence: multipart fields, form/query ``json=``, then the JSON body.
+
+    ``fast`` lets the codec turn numeric arrays into numpy while parsing; *_raw hooks get
+    plain JSON values instead, as Seldon gives them.
+    """
+    ctype = content_type.lower()
+    if ctype.startswith(b"multipart/form-data"):
+        return _parse_multipart(body, content_type)
+    if ctype.startswith(b"application/x-www-form-urlencoded"):
+        form = parse_qs(body.decode("utf-8", "replace"))
+        if "json" in form:
+            return codec.loads(form["json"][0]) if not fast else codec.parse_seldon_json(form["json"][0])
+    if query and "json=" in query:
+        params = parse_qs(query)
+        if "json" in params:
+            return codec.loads(params["json"][0]) if not fast else codec.parse_seldon_json(params["json"][0])
+    if not body:
+        raise BadRequest("Can't find JSON in data: the request has no body")
+    try:
+        obj = codec.parse_seldon_json(body) if fast else codec.loads(body)
+    except FastSeldonError as exc:
+        raise BadRequest(f"Can't find JSON in data: {exc.message}") from None
+    if obj is None:
+        raise BadRequest("Can't find JSON in data")
+    return obj
+
+
+def _parse_multipart(body: bytes, content_type: bytes) -> dict[str, Any]:
+    """Seldon's multipart rule: fields hold JSON (strData raw); file binData is base64'd, others text."""
+    head = b"Content-Type: " + content_type + b"\r\nMIME-Version: 1.0\r\n\r\n"
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise BadRequest("malformed multipart/form-data body")
+    out: dict[str, Any] = {}
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        data = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            out[name] = base64.b64encode(data).decode("ascii") if name == "binData" else data.decode("utf-8", "replace")
+        elif name == "strData":
+            out[name] = data.decode("utf-8", "replace")
+        else:
+            out[name] = codec.loads(data)
+    return out

@@ -1,30 +1,26 @@
-"""The five Seldon service types as plain logic: which hook runs, and what the reply holds.
+"""The five Seldon service types and V2 inference as plain logic: which hook runs, and what the reply holds.
 
-Each endpoint is a generator that *yields* the user-hook calls it needs (``Call``) and
-*returns* a ``Reply``. A driver runs the calls: ``run_async`` on the event loop (REST),
-``run_sync`` on a gRPC handler thread. The logic is written once, whoever drives it, and
-it stays callable in-process with numpy in and out (for inference graphs later).
+Each endpoint is a step generator (steps.py): it *yields* the user-hook calls it needs and
+*returns* a ``Reply`` or ``InferResult``. Whoever drives it (runner.py on the loop or a gRPC
+thread, a graph executor) places the calls. Everything here is in-memory types (types.py):
+no wire format, no front.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Awaitable, Callable, Generator
+from typing import Any, Callable
 
 import numpy as np
 
 from fastseldon.codec.datatypes import datatype_for, dtype_for
-from fastseldon.errors import (
-    from_user_exception,
-    BadMetadata, BadMetric, BadRequest, CodecError, FastSeldonError, NotImplementedHook, UserModelError,
-)
+from fastseldon.errors import BadMetadata, BadMetric, BadRequest, CodecError, NotImplementedHook, UserModelError
 from fastseldon.metrics import Metrics
-from fastseldon.seldon_protocol import DATA_KINDS, Message, Reply, message_from_proto
-from fastseldon.settings import Settings
-from fastseldon.user_model import Hook, UserModel, is_not_implemented
-from fastseldon.v2_protocol import InferRequest, InferResult, Tensor
+from fastseldon.settings import UnitSettings
+from fastseldon.steps import Call, Steps
+from fastseldon.types import DATA_KINDS, Feedback, InferRequest, InferResult, Message, Reply, Tensor
+from fastseldon.user_model import Hook, UserModel, is_not_implemented, is_seldon_response
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +28,29 @@ METRIC_TYPES = ("COUNTER", "GAUGE", "TIMER")
 METADATA_KEYS = {"name", "versions", "platform", "inputs", "outputs", "custom"}
 
 
-@dataclass(slots=True)
-class Call:
-    """One user-hook invocation a service step asks its driver to make."""
-
-    hook: Hook
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    batchable: bool = False  # a predict on a stackable array: the batcher may coalesce it
-
-
-Steps = Generator[Call, Any, Any]
-
-
-user_error = from_user_exception
-
-
 def _call_kwargs(hook: Hook, meta: Any) -> dict[str, Any]:
     return {"meta": meta} if hook.accepts_meta else {}
 
 
+def _first_implemented(hooks: tuple[Hook, ...], make_call: Callable[[Hook], Call]) -> Steps:
+    """Call the endpoint's hooks in Seldon's order until one does not raise SeldonNotImplementedError.
+
+    Returns (hook, result), or (None, None) when every hook is absent or falls through.
+    """
+    for hook in hooks:
+        try:
+            out = yield make_call(hook)
+        except Exception as exc:
+            if is_not_implemented(exc):
+                continue
+            raise
+        return hook, out
+    return None, None
+
+
 def _unwrap(out: Any) -> tuple[Any, dict[str, Any], list[Any]]:
-    """Seldon's SeldonResponse(data, tags, metrics) is recognised by duck typing."""
-    if type(out).__name__ == "SeldonResponse" and hasattr(out, "data"):
+    """Seldon's SeldonResponse(data, tags, metrics) as its three parts; anything else is data."""
+    if is_seldon_response(out):
         return out.data, dict(getattr(out, "tags", None) or {}), list(getattr(out, "metrics", None) or [])
     return out, {}, []
 
@@ -78,7 +74,7 @@ def validate_metrics(metrics: Any) -> list[dict[str, Any]]:
 class SeldonService:
     """Seldon's MODEL / ROUTER / TRANSFORMER / OUTPUT_TRANSFORMER / COMBINER semantics."""
 
-    def __init__(self, model: UserModel, settings: Settings, metrics: Metrics):
+    def __init__(self, model: UserModel, settings: UnitSettings, metrics: Metrics):
         self.model = model
         self.settings = settings
         self.metrics = metrics
@@ -105,58 +101,45 @@ class SeldonService:
         return (yield from self._unit(self.model.transform_output, msg, "outputtransform", lambda m: m.payload))
 
     def route(self, msg: Message) -> Steps:
-        for hook in self.model.route:
-            try:
-                if hook.raw:
-                    return (yield from self._raw_reply((yield Call(hook, (msg.raw,))), "router"))
-                out = yield Call(hook, (msg.payload, msg.names), _call_kwargs(hook, msg.meta))
-            except Exception as exc:
-                if is_not_implemented(exc):
-                    continue
-                raise
-            data, tags, metrics = _unwrap(out)
-            if isinstance(data, np.ndarray) and data.size == 1 and np.issubdtype(data.dtype, np.integer):
-                data = int(data.ravel()[0])
-            if not isinstance(data, int):
-                raise BadRequest(f"Routing response must be int but got {data!r}")
-            meta = {"puid": msg.meta["puid"]} if msg.meta.get("puid") else {}
-            return (yield from self._reply(np.array([[data]]), msg.kind, [meta], "router", tags, metrics))
-        raise NotImplementedHook("Route not defined")
+        hook, out = yield from _first_implemented(self.model.route, lambda h: self._unit_call(h, msg))
+        if hook is None:
+            raise NotImplementedHook("Route not defined")
+        if hook.raw:
+            return (yield from self._raw_reply(out, "router"))
+        data, tags, metrics = _unwrap(out)
+        if isinstance(data, np.ndarray) and data.size == 1 and np.issubdtype(data.dtype, np.integer):
+            data = int(data.ravel()[0])
+        if not isinstance(data, int):
+            raise BadRequest(f"Routing response must be int but got {data!r}")
+        meta = {"puid": msg.meta["puid"]} if msg.meta.get("puid") else {}
+        return (yield from self._reply(np.array([[data]]), msg.kind, [meta], "router", tags, metrics))
 
     def aggregate(self, msgs: list[Message], raw: Any) -> Steps:
         if not msgs:
             raise BadRequest("aggregate needs at least one SeldonMessage")
-        for hook in self.model.aggregate:
-            try:
-                if hook.raw:
-                    return (yield from self._raw_reply((yield Call(hook, (raw,))), "aggregate"))
-                out = yield Call(hook, ([m.payload for m in msgs], [m.names for m in msgs]))
-            except Exception as exc:
-                if is_not_implemented(exc):
-                    continue
-                raise
-            data, tags, metrics = _unwrap(out)
-            return (yield from self._reply(data, msgs[0].kind, [m.meta for m in msgs], "aggregate", tags, metrics))
-        raise NotImplementedHook("Aggregate not defined")
+        hook, out = yield from _first_implemented(
+            self.model.aggregate,
+            lambda h: Call(h, (raw,)) if h.raw else Call(h, ([m.payload for m in msgs], [m.names for m in msgs])),
+        )
+        if hook is None:
+            raise NotImplementedHook("Aggregate not defined")
+        if hook.raw:
+            return (yield from self._raw_reply(out, "aggregate"))
+        data, tags, metrics = _unwrap(out)
+        return (yield from self._reply(data, msgs[0].kind, [m.meta for m in msgs], "aggregate", tags, metrics))
 
-    def send_feedback(self, feedback: Any) -> Steps:
-        """``feedback`` is a seldon.protos.Feedback proto on both REST and gRPC, as in Seldon."""
-        request = message_from_proto(feedback.request) if feedback.HasField("request") else Message("ndarray", np.array([]))
-        self.metrics.feedback(float(feedback.reward))
-        out: Any = None
-        for hook in self.model.send_feedback:
-            try:
-                if hook.raw:
-                    out = yield Call(hook, (feedback,))
-                else:
-                    truth = message_from_proto(feedback.truth).payload if feedback.HasField("truth") else None
-                    routing = feedback.response.meta.routing.get(self.settings.predictive_unit_id or "0")
-                    out = yield Call(hook, (request.payload, request.names, float(feedback.reward), truth), {"routing": routing})
-            except Exception as exc:
-                if is_not_implemented(exc):
-                    continue
-                raise
-            break
+    def send_feedback(self, feedback: Feedback) -> Steps:
+        request = feedback.request
+        self.metrics.feedback(feedback.reward)
+        routing = feedback.routing.get(self.settings.predictive_unit_id or "0")
+
+        def make_call(hook: Hook) -> Call:
+            if hook.raw:
+                return Call(hook, (feedback.raw,))
+            truth = feedback.truth.payload if feedback.truth is not None else None
+            return Call(hook, (request.payload, request.names, feedback.reward, truth), {"routing": routing})
+
+        _hook, out = yield from _first_implemented(self.model.send_feedback, make_call)
         data, tags, metrics = _unwrap(out)
         if data is None:
             data = np.array([])
@@ -164,19 +147,14 @@ class SeldonService:
         return (yield from self._reply(data, request.kind, [meta], "feedback", tags, metrics, request_meta=False))
 
     def health_status(self) -> Steps:
-        for hook in self.model.health_status:
-            try:
-                out = yield Call(hook)
-            except Exception as exc:
-                if is_not_implemented(exc):
-                    out = "not implemented - assuming healthy"
-                    break
-                raise
-            if hook.raw:
-                return (yield from self._raw_reply(out, "health"))
-            break
+        if not self.model.health_status:
+            out: Any = "healthy"
         else:
-            out = "healthy"
+            hook, out = yield from _first_implemented(self.model.health_status, lambda h: Call(h))
+            if hook is None:
+                out = "not implemented - assuming healthy"
+            elif hook.raw:
+                return (yield from self._raw_reply(out, "health"))
         data, tags, metrics = _unwrap(out)
         return (yield from self._reply(data, "none", [{}], "health", tags, metrics))
 
@@ -190,26 +168,18 @@ class SeldonService:
         response, anything else is mapped like predict's result (see ``_v2_outputs``).
         The hook's ``meta`` holds the request's ``id`` and ``parameters`` when it sent them.
         """
-        for hook in self.model.predict:
-            try:
-                if hook.raw:
-                    out = yield Call(hook, (request.as_dict(),))
-                else:
-                    inputs = request.inputs
-                    meta = {k: v for k, v in (("id", request.id), ("parameters", request.parameters)) if v}
-                    if len(inputs) == 1:
-                        x = inputs[0].data
-                        out = yield Call(hook, (x, []), _call_kwargs(hook, meta),
-                                         batchable=x.ndim > 0 and x.dtype.kind in "biuf")
-                    else:
-                        out = yield Call(hook, ({t.name: t.data for t in inputs}, [t.name for t in inputs]),
-                                         _call_kwargs(hook, meta))
-            except Exception as exc:
-                if is_not_implemented(exc):
-                    continue
-                raise
-            break
-        else:
+        def make_call(hook: Hook) -> Call:
+            if hook.raw:
+                return Call(hook, (request.as_dict(),))
+            inputs = request.inputs
+            meta = {k: v for k, v in (("id", request.id), ("parameters", request.parameters)) if v}
+            if len(inputs) == 1:
+                x = inputs[0].data
+                return Call(hook, (x, []), _call_kwargs(hook, meta), batchable=x.ndim > 0 and x.dtype.kind in "biuf")
+            return Call(hook, ({t.name: t.data for t in inputs}, [t.name for t in inputs]), _call_kwargs(hook, meta))
+
+        hook, out = yield from _first_implemented(self.model.predict, make_call)
+        if hook is None:
             raise NotImplementedHook("predict not defined")
         raw = hook.raw
         data, _tags, runtime_metrics = _unwrap(out)
@@ -268,24 +238,18 @@ class SeldonService:
 
     # -- shared pieces
 
+    def _unit_call(self, hook: Hook, msg: Message, batchable: bool = False) -> Call:
+        if hook.raw:
+            return Call(hook, (msg.raw,))
+        return Call(hook, (msg.payload, msg.names), _call_kwargs(hook, msg.meta), batchable=batchable)
+
     def _unit(self, hooks: tuple[Hook, ...], msg: Message, method: str, default: Callable[[Message], Any]) -> Steps:
-        for hook in hooks:
-            try:
-                if hook.raw:
-                    return (yield from self._raw_reply((yield Call(hook, (msg.raw,))), method))
-                out = yield Call(
-                    hook,
-                    (msg.payload, msg.names),
-                    _call_kwargs(hook, msg.meta),
-                    batchable=method == "predict" and msg.kind in DATA_KINDS and isinstance(msg.payload, np.ndarray),
-                )
-            except Exception as exc:
-                if is_not_implemented(exc):
-                    continue
-                raise
-            break
-        else:
+        batchable = method == "predict" and msg.kind in DATA_KINDS and isinstance(msg.payload, np.ndarray)
+        hook, out = yield from _first_implemented(hooks, lambda h: self._unit_call(h, msg, batchable))
+        if hook is None:
             out = default(msg)
+        elif hook.raw:
+            return (yield from self._raw_reply(out, method))
         data, tags, metrics = _unwrap(out)
         return (yield from self._reply(data, msg.kind, [msg.meta], method, tags, metrics))
 
@@ -443,45 +407,3 @@ def _v2_raw_output(item: Any, index: int) -> Tensor:
     if isinstance(params, dict):
         tensor.parameters = dict(params)
     return tensor
-
-
-# --------------------------------------------------------------------------- drivers
-
-Invoke = Callable[[Call], Awaitable[Any]]
-
-
-_DONE = object()
-
-
-def _advance(steps: Steps, value: Any, error: BaseException | None) -> tuple[Any, Any]:
-    """Resume a step generator with a hook's result (or its error): (next Call, _DONE) or (_DONE, reply)."""
-    try:
-        return (steps.throw(error) if error is not None else steps.send(value)), _DONE
-    except StopIteration as stop:
-        return _DONE, stop.value
-
-
-async def run_async(steps: Steps, invoke: Invoke) -> Any:
-    """Drive a service generator on the event loop; hook errors are thrown back into it."""
-    call, result = _advance(steps, None, None)
-    while call is not _DONE:
-        try:
-            value = await invoke(call)
-        except Exception as exc:  # noqa: BLE001 - handed to the step, which decides
-            call, result = _advance(steps, None, exc)
-        else:
-            call, result = _advance(steps, value, None)
-    return result
-
-
-def run_sync(steps: Steps, invoke: Callable[[Call], Any]) -> Any:
-    """Drive a service generator on the calling thread (gRPC handlers)."""
-    call, result = _advance(steps, None, None)
-    while call is not _DONE:
-        try:
-            value = invoke(call)
-        except Exception as exc:  # noqa: BLE001 - handed to the step, which decides
-            call, result = _advance(steps, None, exc)
-        else:
-            call, result = _advance(steps, value, None)
-    return result

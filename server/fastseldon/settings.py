@@ -7,9 +7,10 @@ deployment's environment means the same thing here.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
 API_TYPES = ("REST", "GRPC", "BOTH")
@@ -18,13 +19,9 @@ ONNX_CLASS = "fastseldon.runtimes.onnx.OnnxModel"
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a server process needs to know, built once and never mutated."""
+class ServerSettings:
+    """The process: ports, workers, limits, timeouts, logging. Built once, never mutated."""
 
-    interface_name: str
-    service_type: str = "MODEL"
-    model_name: str = ""
-    parameters: str = "[]"
     host: str = "0.0.0.0"
     http_port: int = 9000
     grpc_port: int = 5000
@@ -35,12 +32,33 @@ class Settings:
     grpc_threads: int = 4
     log_level: str = "INFO"
     access_log: bool = False
-    persistence: int = 0
     max_body_bytes: int = 100 * 1024 * 1024
     max_grpc_message_bytes: int = 2**31 - 1
     keepalive_timeout: float = 75.0
     graceful_timeout: float = 20.0
     inline_hook_seconds: float = 0.0005
+
+    @property
+    def http_enabled(self) -> bool:
+        return self.api_type in ("REST", "BOTH") and self.http_port > 0
+
+    @property
+    def grpc_enabled(self) -> bool:
+        return self.api_type in ("GRPC", "BOTH") and self.grpc_port > 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSettings:
+    """One predictive unit: what to load, how it is exposed, and how its predict is batched.
+
+    A graph holds one of these per node under a single ServerSettings.
+    """
+
+    interface_name: str
+    service_type: str = "MODEL"
+    model_name: str = ""
+    parameters: str = "[]"
+    persistence: int = 0
     max_batch_size: int = 0
     max_batch_time_ms: float = 0.0
     max_batches_in_flight: int = 1
@@ -53,14 +71,6 @@ class Settings:
     predictor_name: str = ""
     predictor_version: str = ""
     model_metadata: str = ""
-
-    @property
-    def http_enabled(self) -> bool:
-        return self.api_type in ("REST", "BOTH") and self.http_port > 0
-
-    @property
-    def grpc_enabled(self) -> bool:
-        return self.api_type in ("GRPC", "BOTH") and self.grpc_port > 0
 
     @property
     def batching(self) -> bool:
@@ -125,23 +135,14 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     return p
 
 
-def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
-    """Combine parsed flags with the environment into Settings (raises ValueError on bad values)."""
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> tuple[ServerSettings, UnitSettings]:
+    """Combine parsed flags with the environment (raises ValueError on bad values)."""
     env = os.environ if env is None else env
-    interface = args.interface_name
-    parameters = args.parameters if args.parameters is not None else env.get("PREDICTIVE_UNIT_PARAMETERS", "[]")
-    if args.onnx:
-        import json
+    unit = _unit_from(args, env)
+    return _server_from(args, env, unit), unit
 
-        interface = interface or ONNX_CLASS
-        extra = [
-            {"name": "model_uri", "value": os.path.abspath(args.onnx), "type": "STRING"},
-            {"name": "device", "value": args.device or env.get("DEVICE", "auto"), "type": "STRING"},
-        ]
-        parameters = json.dumps(json.loads(parameters or "[]") + extra)
-    if not interface:
-        raise ValueError("an interface name (e.g. MyModel or package.module.Class) or --onnx PATH is required")
 
+def _picker(env: Mapping[str, str]) -> Callable[..., Any]:
     def pick(flag: Any, names: tuple[str, ...], default: Any, cast: Any = str) -> Any:
         if flag is not None:
             return flag
@@ -150,44 +151,39 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         except ValueError:
             raise ValueError(f"environment variable {names[0]} has a bad value: {_first(env, names, default)!r}") from None
 
-    api_type = pick(args.api_type, ("API_TYPE",), "BOTH", str.upper)
-    if api_type not in API_TYPES:
-        api_type = "BOTH"  # s2i templates carry legacy values like FBS; Seldon ignores API_TYPE too
-    grpc_port = pick(args.grpc_port, ("PREDICTIVE_UNIT_GRPC_SERVICE_PORT",), 5000, int)
-    if args.grpc_workers == 0 or (args.grpc_workers is None and env.get("GRPC_WORKERS") == "0"):
-        grpc_port = 0
-    labels = env.get("PREDICTOR_LABELS", "")
-    predictor_version = ""
-    if labels:
-        try:
-            import json
+    return pick
 
-            predictor_version = str(json.loads(labels).get("version", ""))
-        except (ValueError, AttributeError):
-            predictor_version = ""
+
+def _predictor_version(labels: str) -> str:
+    """PREDICTOR_LABELS is Seldon's JSON of the predictor's labels; its ``version`` labels metrics."""
+    if not labels:
+        return ""
+    try:
+        return str(json.loads(labels).get("version", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _unit_from(args: argparse.Namespace, env: Mapping[str, str]) -> UnitSettings:
+    pick = _picker(env)
+    interface = args.interface_name
+    parameters = args.parameters if args.parameters is not None else env.get("PREDICTIVE_UNIT_PARAMETERS", "[]")
+    if args.onnx:
+        interface = interface or ONNX_CLASS
+        extra = [
+            {"name": "model_uri", "value": os.path.abspath(args.onnx), "type": "STRING"},
+            {"name": "device", "value": args.device or env.get("DEVICE", "auto"), "type": "STRING"},
+        ]
+        parameters = json.dumps(json.loads(parameters or "[]") + extra)
+    if not interface:
+        raise ValueError("an interface name (e.g. MyModel or package.module.Class) or --onnx PATH is required")
     batch_size = pick(args.max_batch_size, ("MAX_BATCH_SIZE",), 0, int)
-    workers = pick(args.workers, ("FASTSELDON_WORKERS", "GUNICORN_WORKERS"), 1, int)
-    settings = Settings(
+    unit = UnitSettings(
         interface_name=interface,
         service_type=pick(args.service_type, ("SERVICE_TYPE",), "MODEL", str.upper),
         model_name=args.model_name or interface.rsplit(".", 1)[-1],
         parameters=parameters,
-        host=args.host or env.get("FASTSELDON_HOST", "0.0.0.0"),
-        http_port=pick(args.http_port, ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT",), 9000, int),
-        grpc_port=grpc_port,
-        metrics_port=pick(args.metrics_port, ("PREDICTIVE_UNIT_METRICS_SERVICE_PORT",), 6000, int),
-        metrics_path=env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", "/metrics"),
-        api_type=api_type,
-        workers=max(1, workers),
-        # a gRPC handler thread holds its request until the batch answers: batches over gRPC need threads
-        grpc_threads=max(1, pick(args.grpc_threads, ("GRPC_THREADS",), max(4, min(batch_size, 128)), int)),
-        log_level=pick(args.log_level, ("SELDON_LOG_LEVEL",), "INFO", str.upper),
-        access_log=args.access_log if args.access_log is not None else _env_bool(env, "GUNICORN_ACCESS_LOG", False),
         persistence=args.persistence or 0,
-        inline_hook_seconds=pick(args.inline_hook_us, ("FASTSELDON_INLINE_HOOK_US",), 500.0, float) / 1e6,
-        max_body_bytes=pick(args.max_body_bytes, ("FASTSELDON_MAX_BODY_BYTES",), 100 * 1024 * 1024, int),
-        keepalive_timeout=pick(args.keepalive, ("FASTSELDON_KEEPALIVE",), 75.0, float),
-        graceful_timeout=pick(args.graceful_timeout, ("FASTSELDON_GRACEFUL_TIMEOUT",), 20.0, float),
         max_batch_size=batch_size,
         max_batch_time_ms=pick(args.max_batch_time_ms, ("MAX_BATCH_TIME_MS",), 5.0 if batch_size > 1 else 0.0, float),
         max_batches_in_flight=max(1, pick(args.max_batches_in_flight, ("MAX_BATCHES_IN_FLIGHT",), 1, int)),
@@ -198,11 +194,40 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         predictive_unit_image=env.get("PREDICTIVE_UNIT_IMAGE", ""),
         deployment_name=env.get("SELDON_DEPLOYMENT_ID", ""),
         predictor_name=env.get("PREDICTOR_ID", ""),
-        predictor_version=predictor_version,
+        predictor_version=_predictor_version(env.get("PREDICTOR_LABELS", "")),
         model_metadata=env.get("MODEL_METADATA", ""),
     )
-    if settings.service_type not in SERVICE_TYPES:
-        raise ValueError(f"unknown service type {settings.service_type!r}; valid are {', '.join(SERVICE_TYPES)}")
-    if settings.log_level not in LOG_LEVELS:
-        raise ValueError(f"unknown log level {settings.log_level!r}")
-    return settings
+    if unit.service_type not in SERVICE_TYPES:
+        raise ValueError(f"unknown service type {unit.service_type!r}; valid are {', '.join(SERVICE_TYPES)}")
+    return unit
+
+
+def _server_from(args: argparse.Namespace, env: Mapping[str, str], unit: UnitSettings) -> ServerSettings:
+    pick = _picker(env)
+    api_type = pick(args.api_type, ("API_TYPE",), "BOTH", str.upper)
+    if api_type not in API_TYPES:
+        api_type = "BOTH"  # s2i templates carry legacy values like FBS; Seldon ignores API_TYPE too
+    grpc_port = pick(args.grpc_port, ("PREDICTIVE_UNIT_GRPC_SERVICE_PORT",), 5000, int)
+    if args.grpc_workers == 0 or (args.grpc_workers is None and env.get("GRPC_WORKERS") == "0"):
+        grpc_port = 0
+    workers = pick(args.workers, ("FASTSELDON_WORKERS", "GUNICORN_WORKERS"), 1, int)
+    server = ServerSettings(
+        host=args.host or env.get("FASTSELDON_HOST", "0.0.0.0"),
+        http_port=pick(args.http_port, ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT",), 9000, int),
+        grpc_port=grpc_port,
+        metrics_port=pick(args.metrics_port, ("PREDICTIVE_UNIT_METRICS_SERVICE_PORT",), 6000, int),
+        metrics_path=env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", "/metrics"),
+        api_type=api_type,
+        workers=max(1, workers),
+        # a gRPC handler thread holds its request until the batch answers: batches over gRPC need threads
+        grpc_threads=max(1, pick(args.grpc_threads, ("GRPC_THREADS",), max(4, min(unit.max_batch_size, 128)), int)),
+        log_level=pick(args.log_level, ("SELDON_LOG_LEVEL",), "INFO", str.upper),
+        access_log=args.access_log if args.access_log is not None else _env_bool(env, "GUNICORN_ACCESS_LOG", False),
+        inline_hook_seconds=pick(args.inline_hook_us, ("FASTSELDON_INLINE_HOOK_US",), 500.0, float) / 1e6,
+        max_body_bytes=pick(args.max_body_bytes, ("FASTSELDON_MAX_BODY_BYTES",), 100 * 1024 * 1024, int),
+        keepalive_timeout=pick(args.keepalive, ("FASTSELDON_KEEPALIVE",), 75.0, float),
+        graceful_timeout=pick(args.graceful_timeout, ("FASTSELDON_GRACEFUL_TIMEOUT",), 20.0, float),
+    )
+    if server.log_level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {server.log_level!r}")
+    return server

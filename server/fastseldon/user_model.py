@@ -95,6 +95,11 @@ def is_not_implemented(exc: BaseException) -> bool:
     return type(exc).__name__ == "SeldonNotImplementedError"
 
 
+def is_seldon_response(out: Any) -> bool:
+    """Seldon's ``SeldonResponse(data, tags, metrics)``, recognised by duck typing (no seldon_core import)."""
+    return type(out).__name__ == "SeldonResponse" and hasattr(out, "data")
+
+
 @dataclass(slots=True)
 class Hook:
     """One user method, with what we learned about it at load time."""

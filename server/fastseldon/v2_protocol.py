@@ -1,9 +1,8 @@
 """Open Inference Protocol (V2): REST JSON, the binary tensor extension and gRPC <-> numpy.
 
-The adapter half turns wire bytes into an ``InferRequest`` (named numpy tensors) and an
-``InferResult`` back into bytes; element-wise work is the codec's. ``register(app)`` adds
-the V2 REST routes and ``inference.GRPCInferenceService`` methods to a worker's App, so V2
-clients reach the same model on the same ports as Seldon v1 clients.
+Wire bytes become an ``InferRequest`` (named numpy tensors) and an ``InferResult`` goes
+back to bytes; element-wise work is the codec's. Nothing here touches a socket: the routes
+(v2_routes.py) hand bodies and headers in and send back what comes out.
 
 Framing rules (see the protocol notes): a REST body with ``Inference-Header-Content-Length``
 is that many bytes of JSON followed by the binary chunks of the inputs that carry
@@ -14,29 +13,31 @@ tritonclient reads) unless the request itself used typed ``contents``.
 """
 from __future__ import annotations
 
-import time
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from fastseldon import __version__, codec
-from fastseldon.codec.datatypes import check_shape, dtype_for
-from fastseldon.errors import (
-    BadMetadata, BadRequest, CodecError, FastSeldonError, MethodNotAllowed, NotFound, NotSupported, PayloadTooLarge,
-    UnsupportedMediaType,
-)
-from fastseldon.http import JSON, Request, Response
+from fastseldon import codec
+from fastseldon.codec.datatypes import check_shape, dtype_for, element_count
+from fastseldon.errors import BadRequest, CodecError, FastSeldonError, PayloadTooLarge, UnsupportedMediaType
 from fastseldon.proto import grpc_service_pb2 as pb
+from fastseldon.types import InferRequest, InferResult, RequestedOutput, Tensor
 
-SERVER_NAME = "fastseldon"
 EXTENSIONS = ("binary_tensor_data",)
-DEFAULT_OUTPUT = "output-0"
+JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
 HEADER_LENGTH = b"inference-header-content-length"  # request headers arrive lower-cased
 HEADER_LENGTH_OUT = b"Inference-Header-Content-Length"  # as Triton writes it
-GRPC_SERVICE = "/inference.GRPCInferenceService/"
+
+
+
+class RestReply(NamedTuple):
+    """An encoded REST reply; the routes turn it into the front's response."""
+
+    body: bytes
+    content_type: bytes
+    headers: list[tuple[bytes, bytes]]
 
 # typed gRPC contents field per datatype (FP16 has none: it travels raw only)
 _CONTENTS_FIELD = {
@@ -54,66 +55,6 @@ _CONTENTS_DTYPE = {
     "bool_contents": np.bool_, "int_contents": np.int32, "int64_contents": np.int64, "uint_contents": np.uint32,
     "uint64_contents": np.uint64, "fp32_contents": np.float32, "fp64_contents": np.float64,
 }
-
-
-# --------------------------------------------------------------------------- in-memory form
-
-
-@dataclass(slots=True)
-class Tensor:
-    """One named tensor: the array plus its V2 datatype (BYTES tensors are object arrays of bytes)."""
-
-    name: str
-    datatype: str
-    data: np.ndarray
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class RequestedOutput:
-    name: str
-    binary: bool | None = None  # None: follow the request's binary_data_output
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class InferRequest:
-    """A decoded V2 inference request, whatever wire it came on."""
-
-    model_name: str
-    model_version: str
-    id: str | None
-    inputs: list[Tensor]
-    outputs: list[RequestedOutput] | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)  # without the binary extension's own
-    binary_output: bool = False  # binary_data_output: outputs go binary unless one says otherwise
-    typed_contents: bool = False  # gRPC request used InferTensorContents: answer in kind
-
-    def as_dict(self) -> dict[str, Any]:
-        """The request as ``predict_raw`` receives it: V2 JSON shape, ``data`` already numpy."""
-        doc: dict[str, Any] = {
-            "model_name": self.model_name,
-            "inputs": [
-                {"name": t.name, "datatype": t.datatype, "shape": list(t.data.shape), "parameters": dict(t.parameters), "data": t.data}
-                for t in self.inputs
-            ],
-            "parameters": dict(self.parameters),
-        }
-        if self.model_version:
-            doc["model_version"] = self.model_version
-        if self.id is not None:
-            doc["id"] = self.id
-        if self.outputs is not None:
-            doc["outputs"] = [{"name": o.name, "parameters": dict(o.parameters)} for o in self.outputs]
-        return doc
-
-
-@dataclass(slots=True)
-class InferResult:
-    """What the service hands back: named output tensors and optional response parameters."""
-
-    outputs: list[Tensor]
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- REST decoding
@@ -284,7 +225,7 @@ def request_from_json(doc: Any, binary: memoryview | None, model_name: str, mode
 
 
 def encode_rest_response(result: InferResult, request: InferRequest, model_name: str, model_version: str
-                         ) -> Response:
+                         ) -> RestReply:
     """InferResult -> V2 REST response: JSON, plus binary chunks for outputs asked for as binary."""
     default_binary = request.binary_output
     flags = {o.name: o.binary for o in request.outputs} if request.outputs else {}
@@ -313,8 +254,8 @@ def encode_rest_response(result: InferResult, request: InferRequest, model_name:
     doc["outputs"] = outputs
     head = codec.dumps(doc)
     if not chunks:
-        return Response(200, head, JSON)
-    return Response(200, b"".join([head, *chunks]), OCTET_STREAM, [(HEADER_LENGTH_OUT, str(len(head)).encode())])
+        return RestReply(head, JSON, [])
+    return RestReply(b"".join([head, *chunks]), OCTET_STREAM, [(HEADER_LENGTH_OUT, str(len(head)).encode())])
 
 
 # --------------------------------------------------------------------------- gRPC decoding / encoding
@@ -347,9 +288,7 @@ def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: An
     if field_name is None:
         raise BadRequest(f"Input {name!r}: {datatype} has no typed contents field; send it in raw_input_contents")
     values = getattr(contents, field_name)
-    count = 1
-    for dim in shape:
-        count *= dim
+    count = element_count(shape)
     if len(values) != count:
         raise BadRequest(f"Input {name!r}: {field_name} has {len(values)} elements but shape {list(shape)} needs {count}")
     if datatype == "BYTES":
@@ -465,231 +404,6 @@ def model_metadata(metadata: dict[str, Any], model_name: str) -> dict[str, Any]:
     return doc
 
 
-# --------------------------------------------------------------------------- routes
-
-
-class V2Endpoints:
-    """The V2 REST handlers and gRPC methods of one worker, bound to its App and model."""
-
-    def __init__(self, app: Any):
-        self.app = app
-        self.service = app.service
-        self.model_name: str = app.settings.model_name
-        self.max_body: int = app.settings.max_body_bytes
-        meta = self.service.metadata
-        self.metadata_error: str | None = self.service.metadata_error
-        self.metadata = model_metadata(meta, self.model_name)
-        self.versions: tuple[str, ...] = tuple(self.metadata.get("versions", ()))
-        self.version = self.versions[0] if len(self.versions) == 1 else ""
-        self._live = codec.dumps({"live": True})
-        self._ready = codec.dumps({"ready": True})
-        self._model_ready = codec.dumps({"name": self.model_name, "ready": True})
-        self._server_meta = codec.dumps({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)})
-        self._model_meta = codec.dumps(self.metadata)
-
-    # -- model and version checks
-
-    def check(self, name: str, version: str) -> str:
-        """The version to report, or NotFound for another model or an unknown version."""
-        if name != self.model_name:
-            raise NotFound(f"Model {name!r} is not served here; this server serves {self.model_name!r}")
-        if version and version not in self.versions:
-            known = f"versions {list(self.versions)}" if self.versions else "no versions"
-            raise NotFound(f"Model {name!r} has no version {version!r} (it has {known})")
-        return version or self.version
-
-    def _meta_checked(self) -> None:
-        if self.metadata_error:
-            raise BadMetadata(self.metadata_error)
-
-    # -- REST
-
-    def add_routes(self) -> None:
-        router = self.app.router
-        timed = self.app.timed_rest
-        router.add(("GET",), ("/v2", "/v2/"), timed("/v2", self.rest_server_metadata))
-        router.add(("GET",), ("/v2/health/live",), self.rest_live)
-        router.add(("GET",), ("/v2/health/ready",), self.rest_ready)
-        router.add(("GET", "POST"), ("/v2/repository/index",), timed("/v2/repository/index", self.rest_repository_index))
-        self._model_routes = {
-            "": ("GET", timed("/v2/models/metadata", self.rest_model_metadata)),
-            "ready": ("GET", timed("/v2/models/ready", self.rest_model_ready)),
-            "infer": ("POST", timed("/v2/models/infer", self.rest_infer)),
-        }
-        # The served model's own paths are exact routes: one dict lookup on the hot path.
-        for version in ("", *self.versions):
-            base = f"/v2/models/{self.model_name}" + (f"/versions/{version}" if version else "")
-            for suffix, (method, handler) in self._model_routes.items():
-                router.add((method,), (base + (f"/{suffix}" if suffix else ""),), handler)
-        router.add_matcher(self.match)
-
-    def match(self, method: str, path: str) -> Callable[[Request], Any] | None:
-        """Other /v2/models/... and /v2/repository/models/... paths: 404/405 with a reason."""
-        if path.startswith("/v2/repository/models/"):
-            parts = path[len("/v2/repository/models/"):].split("/")
-            if len(parts) == 2 and parts[1] in ("load", "unload"):
-                if method != "POST":
-                    raise MethodNotAllowed(f"Method {method} not allowed for {path}; use POST")
-                return self.app.timed_rest("/v2/repository/models", self.rest_repository)
-            return None
-        if not path.startswith("/v2/models/"):
-            return None
-        parts = path[len("/v2/models/"):].split("/")
-        name, version = parts[0], ""
-        if len(parts) >= 3 and parts[1] == "versions":
-            version, parts = parts[2], [name, *parts[3:]]
-        if len(parts) > 2 or not name:
-            return None
-        suffix = parts[1] if len(parts) == 2 else ""
-        if suffix not in self._model_routes:
-            return None
-        self.check(name, version)
-        allowed, handler = self._model_routes[suffix]
-        if method != allowed:
-            raise MethodNotAllowed(f"Method {method} not allowed for {path}; use {allowed}")
-        return handler
-
-    def _path_model(self, path: str) -> tuple[str, str]:
-        """(name, version) from /v2/models/{name}[/versions/{v}][/...]."""
-        parts = path[len("/v2/models/"):].split("/")
-        if len(parts) >= 3 and parts[1] == "versions":
-            return parts[0], parts[2]
-        return parts[0], ""
-
-    async def rest_live(self, request: Request) -> Response:
-        return Response(200, self._live, JSON)
-
-    async def rest_ready(self, request: Request) -> Response:
-        return Response(200, self._ready, JSON)
-
-    async def rest_server_metadata(self, request: Request) -> Response:
-        return Response(200, self._server_meta, JSON)
-
-    async def rest_model_metadata(self, request: Request) -> Response:
-        self.check(*self._path_model(request.path))
-        self._meta_checked()
-        return Response(200, self._model_meta, JSON)
-
-    async def rest_model_ready(self, request: Request) -> Response:
-        self.check(*self._path_model(request.path))
-        return Response(200, self._model_ready, JSON)
-
-    async def rest_infer(self, request: Request) -> Response:
-        name, version = self._path_model(request.path)
-        version = self.check(name, version)
-        infer_request = decode_rest_request(request.body, request.headers, name, version, self.max_body)
-        result = await self.app.run(self.service.infer(infer_request))
-        return encode_rest_response(result, infer_request, self.model_name, version)
-
-    async def rest_repository_index(self, request: Request) -> Response:
-        entry = {"name": self.model_name, "state": "READY"}
-        if self.version:
-            entry["version"] = self.version
-        return Response(200, codec.dumps([entry]), JSON)
-
-    async def rest_repository(self, request: Request) -> Response:
-        name, action = request.path[len("/v2/repository/models/"):].split("/")
-        if action == "load" and name == self.model_name:
-            return Response(200, b"{}", JSON)  # already loaded, and it stays so
-        fixed = f"this server serves one fixed model, {self.model_name!r}, loaded at start-up"
-        if action == "load":
-            raise NotFound(f"Cannot load model {name!r}: {fixed}")
-        if name != self.model_name:
-            raise NotFound(f"Cannot unload model {name!r}: {fixed}")
-        raise NotSupported(f"Cannot unload model {name!r}: {fixed}; stop the server instead")
-
-    # -- gRPC (handlers take and return serialized messages; they run on gRPC threads)
-
-    def add_grpc(self) -> None:
-        timed = self.app.timed_grpc
-        methods = self.app.grpc_methods
-        live = pb.ServerLiveResponse(live=True).SerializeToString()
-        ready = pb.ServerReadyResponse(ready=True).SerializeToString()
-        server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS).SerializeToString()
-        methods[GRPC_SERVICE + "ServerLive"] = lambda body: live
-        methods[GRPC_SERVICE + "ServerReady"] = lambda body: ready
-        methods[GRPC_SERVICE + "ServerMetadata"] = lambda body: server_meta
-        methods[GRPC_SERVICE + "ModelReady"] = timed(GRPC_SERVICE + "ModelReady", self.grpc_model_ready)
-        methods[GRPC_SERVICE + "ModelMetadata"] = timed(GRPC_SERVICE + "ModelMetadata", self.grpc_model_metadata)
-        methods[GRPC_SERVICE + "ModelInfer"] = timed(GRPC_SERVICE + "ModelInfer", self.grpc_infer)
-        methods[GRPC_SERVICE + "ModelStreamInfer"] = self._stream_handler()
-
-    def grpc_model_ready(self, body: bytes) -> bytes:
-        req = _parse(pb.ModelReadyRequest, body)
-        self.check(req.name, req.version)
-        return pb.ModelReadyResponse(ready=True).SerializeToString()
-
-    def grpc_model_metadata(self, body: bytes) -> bytes:
-        req = _parse(pb.ModelMetadataRequest, body)
-        self.check(req.name, req.version)
-        self._meta_checked()
-        meta = self.metadata
-        msg = pb.ModelMetadataResponse(name=meta["name"], versions=meta.get("versions", []), platform=meta["platform"])
-        for key, target in (("inputs", msg.inputs), ("outputs", msg.outputs)):
-            for t in meta[key]:
-                target.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-        return msg.SerializeToString()
-
-    def grpc_infer(self, body: bytes) -> bytes:
-        request = decode_grpc_request(body)
-        version = self.check(request.model_name, request.model_version)
-        result = self.app.run_blocking(self.service.infer(request))
-        return encode_grpc_response(result, request, self.model_name, version)
-
-    def _stream_handler(self) -> Any:
-        """ModelStreamInfer: one reply per request, errors in error_message (the stream goes on)."""
-        import grpc
-
-        metrics = self.app.metrics
-        label = GRPC_SERVICE + "ModelStreamInfer"
-
-        def behaviour(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
-            for body in requests:
-                start = time.perf_counter()
-                code = "OK"
-                try:
-                    reply = stream_reply(self.grpc_infer(body))
-                except FastSeldonError as exc:
-                    code = exc.grpc_code
-                    reply = pb.ModelStreamInferResponse(error_message=str(exc)).SerializeToString()
-                except Exception as exc:  # noqa: BLE001 - one bad message must not end the stream
-                    code = "INTERNAL"
-                    reply = pb.ModelStreamInferResponse(error_message=str(exc) or type(exc).__name__).SerializeToString()
-                metrics.observe(label, "grpc", code, time.perf_counter() - start)
-                yield reply
-
-        return grpc.stream_stream_rpc_method_handler(behaviour)
-
-
-def _parse(cls: Any, body: bytes) -> Any:
-    msg = cls()
-    try:
-        msg.ParseFromString(body)
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise BadRequest(f"Invalid {cls.__name__} message: {exc}") from None
-    return msg
-
-
-def register(app: Any) -> V2Endpoints:
-    """Add the V2 REST routes and gRPC methods to a worker's App (called by each worker at start-up)."""
-    endpoints = V2Endpoints(app)
-    endpoints.add_routes()
-    endpoints.add_grpc()
-    return endpoints
-
-
-__all__ = [
-    "EXTENSIONS",
-    "InferRequest",
-    "InferResult",
-    "RequestedOutput",
-    "Tensor",
-    "V2Endpoints",
-    "decode_grpc_request",
-    "decode_rest_request",
-    "encode_grpc_response",
-    "encode_rest_response",
-    "model_metadata",
-    "register",
-    "request_from_json",
-]
+def error_body(exc: FastSeldonError) -> bytes:
+    """V2's error body (what tritonclient and KServe's client read)."""
+    return codec.dumps({"error": str(exc)})

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from fastseldon import metrics as metrics_mod
-from fastseldon.settings import Settings
+from fastseldon.settings import ServerSettings, UnitSettings
 
 log = logging.getLogger("fastseldon")
 
@@ -32,7 +32,7 @@ class StartupError(Exception):
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(settings: Settings, ready_fd: int) -> int:
+def _worker_main(server: ServerSettings, unit: UnitSettings, ready_fd: int) -> int:
     """Body of a forked worker; returns its exit status."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -41,7 +41,7 @@ def _worker_main(settings: Settings, ready_fd: int) -> int:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_worker(settings, ready_fd))
+        return loop.run_until_complete(_worker(server, unit, ready_fd))
     finally:
         loop.close()
 
@@ -54,21 +54,16 @@ def _report(fd: int, message: bytes) -> None:
         pass
 
 
-async def _worker(settings: Settings, ready_fd: int) -> int:
-    from fastseldon import http, v2_protocol
+async def _worker(settings: ServerSettings, unit: UnitSettings, ready_fd: int) -> int:
+    from fastseldon import http
     from fastseldon.app import App
     from fastseldon.user_model import ModelLoadError, UserModel, call_load, construct, parse_parameters
 
     loop = asyncio.get_running_loop()
     try:
-        obj = construct(settings.interface_name, parse_parameters(settings.parameters))
+        obj = construct(unit.interface_name, parse_parameters(unit.parameters))
         await call_load(obj)
-        app = App(settings, UserModel.from_object(obj), loop)
-        if settings.batching:
-            from fastseldon.batching import attach_batcher
-
-            attach_batcher(app)
-        v2_protocol.register(app)  # V2 REST routes and gRPC methods beside Seldon's
+        app = App(settings, unit, UserModel.from_object(obj), loop)
         http_server = state = None
         if settings.http_enabled:
             http_server, state = await http.serve(app.router, worker_http_socket(settings), max_body=settings.max_body_bytes,
@@ -105,15 +100,14 @@ async def _worker(settings: Settings, ready_fd: int) -> int:
         await http.drain(http_server, state, grace)
     if grpc_done is not None:
         await loop.run_in_executor(None, grpc_done.wait, grace + 1)
-    app.executor.shutdown(wait=False, cancel_futures=True)
-    app.metrics.flush()
+    app.close()
     return 0
 
 
 # --------------------------------------------------------------------------- supervisor side
 
 
-def _reuseport_socket(settings: Settings, port: int) -> socket.socket:
+def _reuseport_socket(settings: ServerSettings, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -126,7 +120,7 @@ def _reuseport_socket(settings: Settings, port: int) -> socket.socket:
     return sock
 
 
-def worker_http_socket(settings: Settings) -> socket.socket:
+def worker_http_socket(settings: ServerSettings) -> socket.socket:
     """Each worker listens on its own SO_REUSEPORT socket: the kernel spreads connections
     evenly, where one inherited socket lets whichever worker wakes first take them all."""
     sock = _reuseport_socket(settings, settings.http_port)
@@ -135,7 +129,7 @@ def worker_http_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def reserve_port(settings: Settings, port: int, what: str) -> socket.socket:
+def reserve_port(settings: ServerSettings, port: int, what: str) -> socket.socket:
     """Bound, never listening: holds the port for the workers and fails fast when it is taken."""
     try:
         return _reuseport_socket(settings, port)
@@ -146,8 +140,9 @@ def reserve_port(settings: Settings, port: int, what: str) -> socket.socket:
 class Supervisor:
     """Forks, watches and restarts workers; turns SIGTERM into a bounded, clean drain."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: ServerSettings, unit: UnitSettings):
         self.settings = settings
+        self.unit = unit
         self.workers: dict[int, int] = {}  # pid -> slot
         self.reserved: list[socket.socket] = []
         self.stopping = False
@@ -162,7 +157,7 @@ class Supervisor:
             try:
                 for sock in self.reserved:
                     sock.close()
-                code = _worker_main(self.settings, write_fd)
+                code = _worker_main(self.settings, self.unit, write_fd)
             except BaseException:  # noqa: BLE001
                 logging.getLogger("fastseldon").exception("worker crashed")
             finally:
@@ -219,7 +214,7 @@ class Supervisor:
                 raise
             log.info(
                 "fastseldon serving %s (%s) with %d worker(s): http=%s grpc=%s metrics=%s",
-                s.model_name, s.service_type, s.workers,
+                self.unit.model_name, self.unit.service_type, s.workers,
                 s.http_port if s.http_enabled else "off", s.grpc_port if s.grpc_enabled else "off",
                 s.metrics_port if s.metrics_port > 0 else "off",
             )
@@ -297,10 +292,10 @@ def _describe(status: int) -> str:
     return f"exit status {os.WEXITSTATUS(status)}"
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: ServerSettings, unit: UnitSettings) -> int:
     """Run the server until SIGTERM/SIGINT; the process's exit status."""
     try:
-        return Supervisor(settings).run()
+        return Supervisor(settings, unit).run()
     except StartupError as exc:
         print(f"fastseldon: error: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED

@@ -98,11 +98,11 @@ def test_settings_flags_beat_env_and_seldon_names():
     parser = build_parser()
     env = {"PREDICTIVE_UNIT_HTTP_SERVICE_PORT": "1234", "GUNICORN_WORKERS": "3", "GRPC_WORKERS": "0",
            "SELDON_LOG_LEVEL": "warning", "MAX_BATCH_SIZE": "8", "API_TYPE": "FBS"}
-    s = from_args(parser.parse_args(["pkg.mod.Cls", "--http-port", "9999"]), env)
-    assert (s.http_port, s.workers, s.grpc_enabled, s.log_level, s.model_name) == (9999, 3, False, "WARNING", "Cls")
-    assert s.max_batch_size == 8 and s.max_batch_time_ms == 5.0 and s.api_type == "BOTH"
-    s = from_args(parser.parse_args(["M", "--workers", "2", "--service-type", "router"]), env)
-    assert (s.http_port, s.workers, s.service_type) == (1234, 2, "ROUTER")
-    onnx = from_args(parser.parse_args(["--onnx", "m.onnx", "--device", "cpu"]), {})
+    s, u = from_args(parser.parse_args(["pkg.mod.Cls", "--http-port", "9999"]), env)
+    assert (s.http_port, s.workers, s.grpc_enabled, s.log_level, u.model_name) == (9999, 3, False, "WARNING", "Cls")
+    assert u.max_batch_size == 8 and u.max_batch_time_ms == 5.0 and s.api_type == "BOTH"
+    s, u = from_args(parser.parse_args(["M", "--workers", "2", "--service-type", "router"]), env)
+    assert (s.http_port, s.workers, u.service_type) == (1234, 2, "ROUTER")
+    _, onnx = from_args(parser.parse_args(["--onnx", "m.onnx", "--device", "cpu"]), {})
     assert onnx.interface_name == "fastseldon.runtimes.onnx.OnnxModel"
     assert {p["name"]: p["value"] for p in json.loads(onnx.parameters)}["device"] == "cpu"

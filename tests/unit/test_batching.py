@@ -14,7 +14,8 @@ import uvloop
 from fastseldon.batching import (AdaptiveBatcher, BatchRowsError, QueueFull, batch_key, model_allows_batching,
                                  split_rows)
 from fastseldon.errors import UserModelError
-from fastseldon.service import Call
+from fastseldon.runner import HookRunner
+from fastseldon.steps import Call
 from fastseldon.user_model import Hook
 from support.waiting import until, wait_until
 
@@ -79,7 +80,7 @@ def call(hook: Hook, x, names=(), meta=None) -> Call:
 def batcher(executor, **kw) -> AdaptiveBatcher:
     kw.setdefault("max_batch_size", 64)
     kw.setdefault("max_batch_time", 0.005)
-    return AdaptiveBatcher(loop=asyncio.get_running_loop(), executor=executor, **kw)
+    return AdaptiveBatcher(runner=HookRunner(asyncio.get_running_loop(), executor, 0.0), **kw)
 
 
 def rows_for(i: int, n: int = 1, width: int = 3) -> np.ndarray:
@@ -506,8 +507,8 @@ def test_not_stackable_calls_run_alone(run, executor):
 
 
 def test_user_model_error_mapping_unchanged():
-    """The batcher raises the user's own exception; the service's user_error still maps it."""
-    from fastseldon.service import user_error
+    """The batcher raises the user's own exception; the error family still maps it."""
+    from fastseldon.errors import from_user_exception as user_error
 
     assert isinstance(user_error(ValueError("x")), UserModelError)
     assert isinstance(user_error(BatchRowsError("y")), BatchRowsError)
@@ -529,7 +530,7 @@ def test_blocking_submit_from_many_threads_shares_predict_and_keeps_rows_apart(f
     model = Recorder(delay=0.01)
     h = hook_of(model.predict)
     try:
-        b = AdaptiveBatcher(loop=loop, executor=executor, max_batch_size=64, max_batch_time=0.005)
+        b = AdaptiveBatcher(runner=HookRunner(loop, executor, 0.0), max_batch_size=64, max_batch_time=0.005)
         inputs = [rows_for(i, 1 + i % 3) for i in range(32)]
         with ThreadPoolExecutor(max_workers=32) as callers:
             outs = list(callers.map(lambda x: b.submit_blocking(call(h, x)), inputs))
@@ -549,7 +550,7 @@ def test_blocking_submit_errors_and_queue_limit_reach_the_calling_thread(executo
     model = Recorder(delay=0.05)
     h = hook_of(model.predict)
     try:
-        b = AdaptiveBatcher(loop=loop, executor=executor, max_batch_size=64, max_batch_time=0.005, max_queue=4)
+        b = AdaptiveBatcher(runner=HookRunner(loop, executor, 0.0), max_batch_size=64, max_batch_time=0.005, max_queue=4)
 
         def send(x):
             try:

@@ -12,8 +12,10 @@ import pytest
 from fastseldon import v2_protocol as v2
 from fastseldon.errors import BadRequest, FastSeldonError, NotImplementedHook, UserModelError
 from fastseldon.proto import grpc_service_pb2 as pb
-from fastseldon.service import Call, SeldonService, run_sync
-from fastseldon.settings import Settings
+from fastseldon.service import SeldonService
+from fastseldon.settings import UnitSettings
+from fastseldon.steps import Call, drive_sync
+from fastseldon.types import InferRequest, InferResult, Tensor
 from fastseldon.user_model import UserModel
 
 from models import v2_models
@@ -21,7 +23,7 @@ from models import v2_models
 HEADER = b"inference-header-content-length"
 
 
-def rest(doc: dict, *chunks: bytes) -> v2.InferRequest:
+def rest(doc: dict, *chunks: bytes) -> InferRequest:
     head = json.dumps(doc).encode()
     headers = {HEADER: str(len(head)).encode()} if chunks else {}
     return v2.decode_rest_request(head + b"".join(chunks), headers, "m", "")
@@ -197,10 +199,10 @@ def _split(response) -> tuple[dict, bytes]:
 
 
 def test_outputs_json_by_default_binary_when_asked():
-    out = v2.InferResult([
-        v2.Tensor("f", "FP32", np.array([[0.5, 1.5]], dtype=np.float32)),
-        v2.Tensor("s", "BYTES", np.array([b"x", b"yz"], dtype=object)),
-        v2.Tensor("b", "BOOL", np.array([True, False])),
+    out = InferResult([
+        Tensor("f", "FP32", np.array([[0.5, 1.5]], dtype=np.float32)),
+        Tensor("s", "BYTES", np.array([b"x", b"yz"], dtype=object)),
+        Tensor("b", "BOOL", np.array([True, False])),
     ])
     req = rest({"id": "7", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]})
     resp = v2.encode_rest_response(out, req, "m", "")
@@ -224,7 +226,7 @@ def test_outputs_json_by_default_binary_when_asked():
 
 
 def test_non_utf8_bytes_output_must_go_binary():
-    out = v2.InferResult([v2.Tensor("s", "BYTES", np.array([b"\xff"], dtype=object))])
+    out = InferResult([Tensor("s", "BYTES", np.array([b"\xff"], dtype=object))])
     req = rest({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]})
     with pytest.raises(BadRequest, match="request it as binary"):
         v2.encode_rest_response(out, req, "m", "")
@@ -272,7 +274,7 @@ def test_grpc_typed_contents_round_trip(datatype, field, values, expected):
     assert req.typed_contents
     assert req.inputs[0].data.dtype == expected.dtype and req.inputs[0].data.tolist() == expected.tolist()
     reply = pb.ModelInferResponse()
-    reply.ParseFromString(v2.encode_grpc_response(v2.InferResult([v2.Tensor("y", datatype, req.inputs[0].data)]), req, "m", ""))
+    reply.ParseFromString(v2.encode_grpc_response(InferResult([Tensor("y", datatype, req.inputs[0].data)]), req, "m", ""))
     assert not reply.raw_output_contents  # typed in, typed out
     assert list(getattr(reply.outputs[0].contents, field)) == list(values)
     assert list(reply.outputs[0].shape) == [2]
@@ -304,7 +306,7 @@ def test_bad_grpc_requests_are_invalid_argument(inputs, raw, needle):
 def test_grpc_response_raw_by_default_and_parameters():
     req = v2.decode_grpc_request(grpc_body([b"\x00" * 4], model_name="m", inputs=[
         pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1])]))
-    result = v2.InferResult([v2.Tensor("y", "FP16", np.array([1.5, 2], dtype=np.float16))],
+    result = InferResult([Tensor("y", "FP16", np.array([1.5, 2], dtype=np.float16))],
                             {"flag": True, "n": 3, "big": 2**64 - 1, "f": 0.5, "s": "t"})
     reply = pb.ModelInferResponse()
     reply.ParseFromString(v2.encode_grpc_response(result, req, "m", "4"))
@@ -339,7 +341,7 @@ def test_model_metadata_keeps_kfserving_style_entries():
 
 
 def service_for(obj) -> SeldonService:
-    settings = Settings(interface_name=type(obj).__name__, model_name="m")
+    settings = UnitSettings(interface_name=type(obj).__name__, model_name="m")
     return SeldonService(UserModel.from_object(obj), settings, metrics=None)
 
 
@@ -351,10 +353,10 @@ def drive(steps, calls: list | None = None):
             calls.append(call)
         return call.hook.fn(*call.args, **call.kwargs)
 
-    return run_sync(steps, invoke)
+    return drive_sync(steps, invoke)
 
 
-def infer(obj, doc: dict, calls: list | None = None) -> v2.InferResult:
+def infer(obj, doc: dict, calls: list | None = None) -> InferResult:
     return drive(service_for(obj).infer(rest(doc)), calls)
 
 
@@ -478,9 +480,9 @@ def same(got: np.ndarray, want: np.ndarray) -> None:
         assert got.tolist() == want.tolist()
 
 
-def reply_to_request(result: v2.InferResult, binary: bool) -> v2.InferRequest:
+def reply_to_request(result: InferResult, binary: bool) -> InferRequest:
     """Encode a result as a REST response, then feed its outputs back as a request's inputs."""
-    ask = v2.InferRequest("m", "", None, [], binary_output=binary)
+    ask = InferRequest("m", "", None, [], binary_output=binary)
     doc, chunks = _split(v2.encode_rest_response(result, ask, "m", ""))
     inputs = []
     for out in doc["outputs"]:
@@ -499,7 +501,7 @@ def reply_to_request(result: v2.InferResult, binary: bool) -> v2.InferRequest:
 @given(datatype=st.sampled_from(NUMERIC), data=st.data(), binary=st.booleans())
 def test_rest_output_fed_back_as_input_is_the_same_array(datatype, data, binary):
     arr = data.draw(hnp.arrays(dtype_for(datatype), SHAPES))
-    back = reply_to_request(v2.InferResult([v2.Tensor("y", datatype, arr)]), binary)
+    back = reply_to_request(InferResult([Tensor("y", datatype, arr)]), binary)
     same(back.inputs[0].data, arr)
 
 
@@ -510,7 +512,7 @@ def test_rest_bytes_round_trip(items, binary):
     arr[:] = items
     if not binary:  # JSON carries text: keep to UTF-8
         arr[:] = [b.decode("utf-8", "replace").encode() for b in items]
-    back = reply_to_request(v2.InferResult([v2.Tensor("s", "BYTES", arr)]), binary)
+    back = reply_to_request(InferResult([Tensor("s", "BYTES", arr)]), binary)
     assert back.inputs[0].data.tolist() == arr.tolist()
 
 
@@ -523,9 +525,9 @@ def test_grpc_raw_output_fed_back_as_raw_input_is_the_same_array(datatype, data)
         arr[:] = items
     else:
         arr = data.draw(hnp.arrays(dtype_for(datatype), SHAPES))
-    ask = v2.InferRequest("m", "", None, [])
+    ask = InferRequest("m", "", None, [])
     reply = pb.ModelInferResponse()
-    reply.ParseFromString(v2.encode_grpc_response(v2.InferResult([v2.Tensor("y", datatype, arr)]), ask, "m", ""))
+    reply.ParseFromString(v2.encode_grpc_response(InferResult([Tensor("y", datatype, arr)]), ask, "m", ""))
     out = reply.outputs[0]
     body = grpc_body(list(reply.raw_output_contents), model_name="m", inputs=[
         pb.ModelInferRequest.InferInputTensor(name="y", datatype=out.datatype, shape=list(out.shape))])

@@ -13,7 +13,11 @@ list into an array, ``v2_json_tensor``/``v2_json_data`` convert one V2 tensor.
 V2 binary: ``decode_raw``/``encode_raw`` (zero-copy views; BYTES length-prefixed).
 Protobuf: ``decode_seldon_message``/``encode_seldon_message`` and
 ``decode_infer_request``/``encode_infer_response`` split tensor payloads off the message
-bytes as numpy views (no copy) and write them straight from array buffers.
+bytes as numpy views (no copy) and write them straight from array buffers;
+``length_delimited`` frames already serialised bytes as one field (tag, length, payload).
+
+``__all__`` below is the codec's public API; the implementation modules keep none of their
+own (nothing star-imports them).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ _impl, IMPLEMENTATION = _select()
 loads = _impl.loads
 json_fragment = _reference.json_fragment
 encode_names = _reference.encode_names
+length_delimited = _reference.length_delimited
 dumps = _impl.dumps
 parse_seldon_json = _impl.parse_seldon_json
 to_array = _impl.to_array
@@ -69,11 +74,12 @@ __all__ = [
     "dumps",
     "encode_bytes_elements",
     "encode_infer_request",
-    "encode_names",
     "encode_infer_response",
+    "encode_names",
     "encode_raw",
     "encode_seldon_message",
     "json_fragment",
+    "length_delimited",
     "loads",
     "parse_seldon_json",
     "parse_v2_json",

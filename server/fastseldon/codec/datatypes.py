@@ -76,13 +76,3 @@ def element_count(shape: tuple[int, ...]) -> int:
         count *= dim
     return count
 
-
-__all__ = [
-    "DATATYPES",
-    "FLOAT_DATATYPES",
-    "INTEGER_DATATYPES",
-    "check_shape",
-    "datatype_for",
-    "dtype_for",
-    "element_count",
-]

@@ -237,5 +237,3 @@ def encode_infer_request(message: Any, raw_inputs: Sequence[Any]) -> bytes:
     """See reference.encode_infer_request (same bytes)."""
     return wire.append_repeated_bytes(message.SerializeToString(), 0x3A, raw_inputs)
 
-
-__all__ = list(reference.__all__)

@@ -365,11 +365,37 @@ def _fields(buf: memoryview, pos: int, end: int):
         yield number, wire, start, payload, pos
 
 
+def _oneof_member(buf: memoryview, pos: int, end: int, number: int, others: range) -> tuple[int, int, int] | None:
+    """(start, payload, stop) of submessage field ``number`` of a oneof among the fields in
+    buf[pos:end], or None if it is not there. Raises _Fallback when protobuf must decide: the
+    field twice (merged) or not length-delimited, or another member of the oneof (a field
+    number in ``others``: the last one wins) present."""
+    member = None
+    for n, wire, start, payload, stop in _fields(buf, pos, end):
+        if n == number:
+            if member is not None or wire != 2:
+                raise _Fallback
+            member = (start, payload, stop)
+        elif n in others:
+            raise _Fallback
+    return member
+
+
 def _put_varint(out: bytearray, value: int) -> None:
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+
+
+def length_delimited(field_number: int, payload: bytes) -> bytes:
+    """One protobuf field of wire type 2 (bytes, string or submessage): tag varint, length
+    varint, ``payload`` (copied once). E.g. ``length_delimited(2, response)`` is a
+    ModelStreamInferResponse whose infer_response is the serialised ``response``."""
+    head = bytearray()
+    _put_varint(head, field_number << 3 | 2)
+    _put_varint(head, len(payload))
+    return bytes(head) + payload
 
 
 def _int32(value: int) -> int:
@@ -384,25 +410,12 @@ def _split_seldon(view: memoryview) -> tuple[bytes | None, int, int, list[int]]:
     length, shape), or (None, ...) when the message has no tensor. Raises _Fallback for any
     layout the generated class must decide (duplicates, oneof clashes, unpacked fields).
     """
-    end = len(view)
-    data = None
-    for number, wire, start, payload, stop in _fields(view, 0, end):
-        if number == 3:
-            if data is not None or wire != 2:
-                raise _Fallback
-            data = (start, payload, stop)
-        elif 4 <= number <= 7:
-            raise _Fallback
+    # SeldonMessage.data (3) of oneof data_oneof {data, binData, strData, jsonData, customData (7)}
+    data = _oneof_member(view, 0, len(view), 3, range(4, 8))
     if data is None:
         return None, 0, 0, []
-    tensor = None
-    for number, wire, start, payload, stop in _fields(view, data[1], data[2]):
-        if number == 2:
-            if tensor is not None or wire != 2:
-                raise _Fallback
-            tensor = (start, payload, stop)
-        elif number in (3, 4):
-            raise _Fallback
+    # DefaultData.tensor (2) of oneof data_oneof {tensor, ndarray, tftensor (4)}
+    tensor = _oneof_member(view, data[1], data[2], 2, range(3, 5))
     if tensor is None:
         return None, 0, 0, []
     shape: list[int] = []
@@ -581,23 +594,3 @@ def encode_infer_request(message: Any, raw_inputs: Sequence[Any]) -> bytes:
     and tests; mirrors ``encode_infer_response``)."""
     return _append_repeated_bytes(message.SerializeToString(), 0x3A, raw_inputs)
 
-
-__all__ = [
-    "CodecError",
-    "decode_bytes_elements",
-    "decode_infer_request",
-    "decode_raw",
-    "decode_seldon_message",
-    "dumps",
-    "encode_bytes_elements",
-    "encode_infer_request",
-    "encode_infer_response",
-    "encode_raw",
-    "encode_seldon_message",
-    "loads",
-    "parse_seldon_json",
-    "parse_v2_json",
-    "to_array",
-    "v2_json_data",
-    "v2_json_tensor",
-]

@@ -1,0 +1,108 @@
+"""Where each user-hook call runs: on the event loop, on the thread pool, awaited, or batched.
+
+One ``HookRunner`` per unit. It drives service steps (``run`` on the loop for REST,
+``run_blocking`` on a gRPC handler thread) and places every hook call they yield:
+
+* ``async def`` hooks are awaited on the loop;
+* sync hooks measured cheaper than ``inline_seconds`` run right on the loop (a thread hop
+  would cost more than the hook); their first calls, and every call after a slow one, go
+  to the pool so a slow predict never stalls other connections for more than one call;
+* on a gRPC thread sync hooks run on that thread;
+* a batchable predict goes to the unit's adaptive batcher when batching is on.
+
+The batcher places the calls it makes through the same runner (``offload``/``in_pool``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import Any, Callable
+
+from fastseldon.batching import AdaptiveBatcher, batcher_for
+from fastseldon.errors import FastSeldonError, from_user_exception
+from fastseldon.settings import UnitSettings
+from fastseldon.steps import Call, Steps, drive_async, drive_sync
+from fastseldon.user_model import UserModel
+
+log = logging.getLogger(__name__)
+
+# Warm-up calls that always go to the thread pool, so a slow first predict can't stall the loop.
+PROBE_CALLS = 3
+
+
+class HookRunner:
+    """Places one unit's hook calls and drives its service steps."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, executor: Executor, inline_seconds: float):
+        self.loop = loop
+        self.executor = executor
+        self.inline_seconds = inline_seconds
+        self.batcher: AdaptiveBatcher | None = None
+
+    @classmethod
+    def for_unit(cls, loop: asyncio.AbstractEventLoop, executor: Executor, inline_seconds: float,
+                 unit: UnitSettings, model: UserModel) -> HookRunner:
+        """A runner for ``model``, with its batcher when the unit's settings turn batching on."""
+        runner = cls(loop, executor, inline_seconds)
+        if unit.batching:
+            runner.batcher = batcher_for(runner, unit, model)
+        return runner
+
+    # -- placing one call
+
+    async def invoke(self, call: Call) -> Any:
+        hook = call.hook
+        if call.batchable and self.batcher is not None and self.batcher.wants(call):
+            return await self.batcher.submit(call)  # sync and async predicts alike
+        if hook.is_async:
+            return await hook.fn(*call.args, **call.kwargs)
+        if hook.calls >= PROBE_CALLS and hook.cost < self.inline_seconds:
+            return hook.timed_call(*call.args, **call.kwargs)
+        return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
+
+    def invoke_blocking(self, call: Call) -> Any:
+        """From a gRPC handler thread: sync hooks run right here, the rest go via the loop."""
+        if call.batchable and self.batcher is not None and self.batcher.wants(call):
+            return self.batcher.submit_blocking(call)  # the batch resolves this thread's future directly
+        return self.call_here(call)
+
+    def call_here(self, call: Call) -> Any:
+        """On a thread other than the loop's: a sync hook runs on it, an async one on the loop."""
+        hook = call.hook
+        if hook.is_async:
+            return asyncio.run_coroutine_threadsafe(self.offload(call), self.loop).result()
+        return hook.timed_call(*call.args, **call.kwargs)
+
+    async def offload(self, call: Call) -> Any:
+        """Off the loop whatever it costs: awaited when async, else on the pool (the batcher's way)."""
+        hook = call.hook
+        if hook.is_async:
+            return await hook.fn(*call.args, **call.kwargs)
+        return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
+
+    async def in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Any sync function on the pool (the batcher stacks rows there, off the loop)."""
+        return await self.loop.run_in_executor(self.executor, fn, *args)
+
+    # -- driving a service endpoint
+
+    async def run(self, steps: Steps) -> Any:
+        try:
+            return await drive_async(steps, self.invoke)
+        except Exception as exc:  # noqa: BLE001 - user code: 500 with its message, logged with the traceback
+            raise _ours(exc) from None
+
+    def run_blocking(self, steps: Steps) -> Any:
+        try:
+            return drive_sync(steps, self.invoke_blocking)
+        except Exception as exc:  # noqa: BLE001
+            raise _ours(exc) from None
+
+
+def _ours(exc: Exception) -> FastSeldonError:
+    """Our errors pass; anything else came from user code and is logged before it becomes a 500."""
+    if isinstance(exc, FastSeldonError):
+        return exc
+    log.error("user model error: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+    return from_user_exception(exc)

@@ -1,0 +1,158 @@
+"""The Seldon v1 routes: REST paths and ``seldon.protos.*`` gRPC methods of one unit.
+
+Each handler decodes with the Seldon adapter (seldon_protocol.py), drives a service step
+through the unit's runner, and encodes the reply. Errors on Seldon paths (and on any path
+no other protocol claims) render as Seldon's status JSON.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from fastseldon import codec
+from fastseldon import seldon_protocol as sp
+from fastseldon.errors import FastSeldonError, NotSupported
+from fastseldon.http import JSON, TEXT, Request, Response
+from fastseldon.types import Message
+
+if TYPE_CHECKING:
+    from fastseldon.app import App, GrpcHandler
+
+# REST paths -> service endpoint (the first path is the metrics label)
+REST_UNIT_ROUTES: dict[tuple[str, ...], str] = {
+    ("/api/v1.0/predictions", "/api/v0.1/predictions", "/predict"): "predict",
+    ("/transform-input",): "transform_input",
+    ("/transform-output",): "transform_output",
+    ("/route",): "route",
+}
+
+# gRPC full method -> service endpoint
+GRPC_UNIT_METHODS: dict[str, str] = {
+    "/seldon.protos.Model/Predict": "predict",
+    "/seldon.protos.Seldon/Predict": "predict",
+    "/seldon.protos.Generic/TransformInput": "transform_input",
+    "/seldon.protos.Transformer/TransformInput": "transform_input",
+    "/seldon.protos.Generic/TransformOutput": "transform_output",
+    "/seldon.protos.OutputTransformer/TransformOutput": "transform_output",
+    "/seldon.protos.Generic/Route": "route",
+    "/seldon.protos.Router/Route": "route",
+}
+GRPC_FEEDBACK = ("/seldon.protos.Model/SendFeedback", "/seldon.protos.Seldon/SendFeedback",
+                 "/seldon.protos.Generic/SendFeedback", "/seldon.protos.Router/SendFeedback")
+GRPC_AGGREGATE = ("/seldon.protos.Generic/Aggregate", "/seldon.protos.Combiner/Aggregate")
+GRPC_METADATA = ("/seldon.protos.Model/Metadata", "/seldon.protos.Seldon/ModelMetadata")
+GRPC_GRAPH_METADATA = "/seldon.protos.Seldon/GraphMetadata"
+
+
+def render_error(exc: FastSeldonError) -> Response:
+    return Response(exc.http_status, sp.error_body(exc), JSON)
+
+
+class SeldonEndpoints:
+    """The Seldon REST handlers and gRPC methods of one worker, bound to its App and unit."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self.service = app.service
+        self.runner = app.runner
+        self.passthrough = app.unit.payload_passthrough
+
+    # -- REST
+
+    def add_routes(self) -> None:
+        router, timed = self.app.router, self.app.timed_rest
+        both = ("GET", "POST")
+        for paths, endpoint in REST_UNIT_ROUTES.items():
+            router.add(both, paths, timed(paths[0], self._rest_unit(endpoint)))
+        router.add(both, ("/aggregate",), timed("/aggregate", self.rest_aggregate))
+        router.add(both, ("/api/v1.0/feedback", "/api/v0.1/feedback", "/send-feedback"),
+                   timed("/send-feedback", self.rest_feedback))
+        router.add(("GET",), ("/health/ping",), self.rest_ping)
+        router.add(("GET",), ("/health/status", "/api/v1.0/health/status"), timed("/health/status", self.rest_health))
+        router.add(("GET",), ("/metadata", "/api/v1.0/metadata"), timed("/metadata", self.rest_metadata))
+
+    def _body(self, request: Request, *, fast: bool) -> Any:
+        return sp.parse_rest_body(request.body, request.headers.get(b"content-type", b""), request.query, fast=fast)
+
+    def _rest_unit(self, endpoint: str) -> Callable[[Request], Any]:
+        service_fn = getattr(self.service, endpoint)
+        raw = self.service.wants_raw(endpoint)
+        passthrough = raw and endpoint == "predict" and self.passthrough
+        run = self.runner.run
+
+        async def handle(request: Request) -> Response:
+            if passthrough:
+                reply = await run(service_fn(Message("raw", None, raw=request.body)))
+                out = reply.payload
+                body = out if isinstance(out, bytes) else out.encode() if isinstance(out, str) else codec.dumps(out)
+                return Response(reply.status, body)
+            obj = self._body(request, fast=not raw)
+            reply = await run(service_fn(sp.message_from_json(obj, raw=obj)))
+            return Response(reply.status, sp.reply_to_json(reply))
+
+        return handle
+
+    async def rest_aggregate(self, request: Request) -> Response:
+        obj = self._body(request, fast=not self.service.wants_raw("aggregate"))
+        reply = await self.runner.run(self.service.aggregate(sp.messages_from_json(obj), obj))
+        return Response(reply.status, sp.reply_to_json(reply))
+
+    async def rest_feedback(self, request: Request) -> Response:
+        feedback = sp.feedback_from_json(self._body(request, fast=False))
+        reply = await self.runner.run(self.service.send_feedback(feedback))
+        return Response(reply.status, sp.reply_to_proto_json(reply))
+
+    async def rest_ping(self, request: Request) -> Response:
+        return Response(200, b"pong", TEXT)
+
+    async def rest_health(self, request: Request) -> Response:
+        reply = await self.runner.run(self.service.health_status())
+        return Response(reply.status, sp.reply_to_json(reply))
+
+    async def rest_metadata(self, request: Request) -> Response:
+        return Response(200, codec.dumps(self.service.get_metadata()), JSON)
+
+    # -- gRPC (handlers take and return serialized bytes; they run on gRPC threads)
+
+    def add_grpc(self) -> None:
+        methods, timed = self.app.grpc_methods, self.app.timed_grpc
+        for method, endpoint in GRPC_UNIT_METHODS.items():
+            methods[method] = timed(method, self._grpc_unit(endpoint))
+        for method in GRPC_FEEDBACK:
+            methods[method] = timed(method, self.grpc_feedback)
+        for method in GRPC_AGGREGATE:
+            methods[method] = timed(method, self.grpc_aggregate)
+        for method in GRPC_METADATA:
+            methods[method] = timed(method, self.grpc_metadata)
+        methods[GRPC_GRAPH_METADATA] = self.grpc_graph_metadata
+
+    def _grpc_unit(self, endpoint: str) -> GrpcHandler:
+        service_fn = getattr(self.service, endpoint)
+        run = self.runner.run_blocking
+
+        def handle(body: bytes) -> bytes:
+            return sp.reply_to_proto_bytes(run(service_fn(sp.message_from_proto_bytes(body))))
+
+        return handle
+
+    def grpc_feedback(self, body: bytes) -> bytes:
+        reply = self.runner.run_blocking(self.service.send_feedback(sp.feedback_from_proto_bytes(body)))
+        return sp.reply_to_proto_bytes(reply)
+
+    def grpc_aggregate(self, body: bytes) -> bytes:
+        msgs, raw = sp.messages_from_proto_bytes(body)
+        return sp.reply_to_proto_bytes(self.runner.run_blocking(self.service.aggregate(msgs, raw)))
+
+    def grpc_metadata(self, body: bytes) -> bytes:
+        return sp.metadata_to_proto(self.service.get_metadata()).SerializeToString()
+
+    def grpc_graph_metadata(self, body: bytes) -> bytes:
+        raise NotSupported("GraphMetadata not available on the Model level.")
+
+
+def register(app: App) -> SeldonEndpoints:
+    """Add the Seldon REST routes, gRPC methods and (default) error rendering to a worker's App."""
+    endpoints = SeldonEndpoints(app)
+    endpoints.add_routes()
+    endpoints.add_grpc()
+    app.router.set_error_renderer("", render_error)
+    return endpoints

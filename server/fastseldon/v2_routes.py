@@ -1,0 +1,230 @@
+"""The Open Inference Protocol (V2) routes: REST paths and ``inference.GRPCInferenceService`` methods.
+
+V2 clients reach the same unit on the same ports as Seldon v1 clients. Handlers decode with
+the V2 adapter (v2_protocol.py), drive the service's ``infer`` step through the unit's
+runner, and encode the reply; errors on ``/v2`` paths are rendered as V2's ``{"error": ...}``.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from fastseldon import __version__, codec
+from fastseldon import grpc as grpc_front
+from fastseldon import v2_protocol as v2
+from fastseldon.errors import BadMetadata, FastSeldonError, MethodNotAllowed, NotFound, NotSupported
+from fastseldon.http import JSON, Request, Response
+from fastseldon.proto import grpc_service_pb2 as pb
+from fastseldon.proto import parse as parse_proto
+
+if TYPE_CHECKING:
+    from fastseldon.app import App
+
+SERVER_NAME = "fastseldon"
+GRPC_SERVICE = "/inference.GRPCInferenceService/"
+
+
+def render_error(exc: FastSeldonError) -> Response:
+    return Response(exc.http_status, v2.error_body(exc), JSON)
+
+
+class V2Endpoints:
+    """The V2 REST handlers and gRPC methods of one worker, bound to its App and model."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self.service = app.service
+        self.runner = app.runner
+        self.model_name: str = app.unit.model_name
+        self.max_body: int = app.server.max_body_bytes
+        meta = self.service.metadata
+        self.metadata_error: str | None = self.service.metadata_error
+        self.metadata = v2.model_metadata(meta, self.model_name)
+        self.versions: tuple[str, ...] = tuple(self.metadata.get("versions", ()))
+        self.version = self.versions[0] if len(self.versions) == 1 else ""
+        self._live = codec.dumps({"live": True})
+        self._ready = codec.dumps({"ready": True})
+        self._model_ready = codec.dumps({"name": self.model_name, "ready": True})
+        self._server_meta = codec.dumps({"name": SERVER_NAME, "version": __version__, "extensions": list(v2.EXTENSIONS)})
+        self._model_meta = codec.dumps(self.metadata)
+
+    # -- model and version checks
+
+    def check(self, name: str, version: str) -> str:
+        """The version to report, or NotFound for another model or an unknown version."""
+        if name != self.model_name:
+            raise NotFound(f"Model {name!r} is not served here; this server serves {self.model_name!r}")
+        if version and version not in self.versions:
+            known = f"versions {list(self.versions)}" if self.versions else "no versions"
+            raise NotFound(f"Model {name!r} has no version {version!r} (it has {known})")
+        return version or self.version
+
+    def _meta_checked(self) -> None:
+        if self.metadata_error:
+            raise BadMetadata(self.metadata_error)
+
+    # -- REST
+
+    def add_routes(self) -> None:
+        router = self.app.router
+        timed = self.app.timed_rest
+        router.add(("GET",), ("/v2", "/v2/"), timed("/v2", self.rest_server_metadata))
+        router.add(("GET",), ("/v2/health/live",), self.rest_live)
+        router.add(("GET",), ("/v2/health/ready",), self.rest_ready)
+        router.add(("GET", "POST"), ("/v2/repository/index",), timed("/v2/repository/index", self.rest_repository_index))
+        self._model_routes = {
+            "": ("GET", timed("/v2/models/metadata", self.rest_model_metadata)),
+            "ready": ("GET", timed("/v2/models/ready", self.rest_model_ready)),
+            "infer": ("POST", timed("/v2/models/infer", self.rest_infer)),
+        }
+        # The served model's own paths are exact routes: one dict lookup on the hot path.
+        for version in ("", *self.versions):
+            base = f"/v2/models/{self.model_name}" + (f"/versions/{version}" if version else "")
+            for suffix, (method, handler) in self._model_routes.items():
+                router.add((method,), (base + (f"/{suffix}" if suffix else ""),), handler)
+        router.add_matcher(self.match)
+
+    def match(self, method: str, path: str) -> Callable[[Request], Any] | None:
+        """Other /v2/models/... and /v2/repository/models/... paths: 404/405 with a reason."""
+        if path.startswith("/v2/repository/models/"):
+            parts = path[len("/v2/repository/models/"):].split("/")
+            if len(parts) == 2 and parts[1] in ("load", "unload"):
+                if method != "POST":
+                    raise MethodNotAllowed(f"Method {method} not allowed for {path}; use POST")
+                return self.app.timed_rest("/v2/repository/models", self.rest_repository)
+            return None
+        if not path.startswith("/v2/models/"):
+            return None
+        parts = path[len("/v2/models/"):].split("/")
+        name, version = parts[0], ""
+        if len(parts) >= 3 and parts[1] == "versions":
+            version, parts = parts[2], [name, *parts[3:]]
+        if len(parts) > 2 or not name:
+            return None
+        suffix = parts[1] if len(parts) == 2 else ""
+        if suffix not in self._model_routes:
+            return None
+        self.check(name, version)
+        allowed, handler = self._model_routes[suffix]
+        if method != allowed:
+            raise MethodNotAllowed(f"Method {method} not allowed for {path}; use {allowed}")
+        return handler
+
+    def _path_model(self, path: str) -> tuple[str, str]:
+        """(name, version) from /v2/models/{name}[/versions/{v}][/...]."""
+        parts = path[len("/v2/models/"):].split("/")
+        if len(parts) >= 3 and parts[1] == "versions":
+            return parts[0], parts[2]
+        return parts[0], ""
+
+    async def rest_live(self, request: Request) -> Response:
+        return Response(200, self._live, JSON)
+
+    async def rest_ready(self, request: Request) -> Response:
+        return Response(200, self._ready, JSON)
+
+    async def rest_server_metadata(self, request: Request) -> Response:
+        return Response(200, self._server_meta, JSON)
+
+    async def rest_model_metadata(self, request: Request) -> Response:
+        self.check(*self._path_model(request.path))
+        self._meta_checked()
+        return Response(200, self._model_meta, JSON)
+
+    async def rest_model_ready(self, request: Request) -> Response:
+        self.check(*self._path_model(request.path))
+        return Response(200, self._model_ready, JSON)
+
+    async def rest_infer(self, request: Request) -> Response:
+        name, version = self._path_model(request.path)
+        version = self.check(name, version)
+        infer_request = v2.decode_rest_request(request.body, request.headers, name, version, self.max_body)
+        result = await self.runner.run(self.service.infer(infer_request))
+        body, content_type, headers = v2.encode_rest_response(result, infer_request, self.model_name, version)
+        return Response(200, body, content_type, headers)
+
+    async def rest_repository_index(self, request: Request) -> Response:
+        entry = {"name": self.model_name, "state": "READY"}
+        if self.version:
+            entry["version"] = self.version
+        return Response(200, codec.dumps([entry]), JSON)
+
+    async def rest_repository(self, request: Request) -> Response:
+        name, action = request.path[len("/v2/repository/models/"):].split("/")
+        if action == "load" and name == self.model_name:
+            return Response(200, b"{}", JSON)  # already loaded, and it stays so
+        fixed = f"this server serves one fixed model, {self.model_name!r}, loaded at start-up"
+        if action == "load":
+            raise NotFound(f"Cannot load model {name!r}: {fixed}")
+        if name != self.model_name:
+            raise NotFound(f"Cannot unload model {name!r}: {fixed}")
+        raise NotSupported(f"Cannot unload model {name!r}: {fixed}; stop the server instead")
+
+    # -- gRPC (handlers take and return serialized messages; they run on gRPC threads)
+
+    def add_grpc(self) -> None:
+        timed = self.app.timed_grpc
+        methods = self.app.grpc_methods
+        live = pb.ServerLiveResponse(live=True).SerializeToString()
+        ready = pb.ServerReadyResponse(ready=True).SerializeToString()
+        server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=v2.EXTENSIONS).SerializeToString()
+        methods[GRPC_SERVICE + "ServerLive"] = lambda body: live
+        methods[GRPC_SERVICE + "ServerReady"] = lambda body: ready
+        methods[GRPC_SERVICE + "ServerMetadata"] = lambda body: server_meta
+        methods[GRPC_SERVICE + "ModelReady"] = timed(GRPC_SERVICE + "ModelReady", self.grpc_model_ready)
+        methods[GRPC_SERVICE + "ModelMetadata"] = timed(GRPC_SERVICE + "ModelMetadata", self.grpc_model_metadata)
+        methods[GRPC_SERVICE + "ModelInfer"] = timed(GRPC_SERVICE + "ModelInfer", self.grpc_infer)
+        methods[GRPC_SERVICE + "ModelStreamInfer"] = self._stream_handler()
+
+    def grpc_model_ready(self, body: bytes) -> bytes:
+        req = parse_proto(pb.ModelReadyRequest, body)
+        self.check(req.name, req.version)
+        return pb.ModelReadyResponse(ready=True).SerializeToString()
+
+    def grpc_model_metadata(self, body: bytes) -> bytes:
+        req = parse_proto(pb.ModelMetadataRequest, body)
+        self.check(req.name, req.version)
+        self._meta_checked()
+        meta = self.metadata
+        msg = pb.ModelMetadataResponse(name=meta["name"], versions=meta.get("versions", []), platform=meta["platform"])
+        for key, target in (("inputs", msg.inputs), ("outputs", msg.outputs)):
+            for t in meta[key]:
+                target.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        return msg.SerializeToString()
+
+    def grpc_infer(self, body: bytes) -> bytes:
+        request = v2.decode_grpc_request(body)
+        version = self.check(request.model_name, request.model_version)
+        result = self.runner.run_blocking(self.service.infer(request))
+        return v2.encode_grpc_response(result, request, self.model_name, version)
+
+    def _stream_handler(self) -> Any:
+        """ModelStreamInfer: one reply per request, errors in error_message (the stream goes on)."""
+        metrics = self.app.metrics
+        label = GRPC_SERVICE + "ModelStreamInfer"
+
+        def behaviour(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+            for body in requests:
+                start = time.perf_counter()
+                code = "OK"
+                try:
+                    reply = v2.stream_reply(self.grpc_infer(body))
+                except FastSeldonError as exc:
+                    code = exc.grpc_code
+                    reply = pb.ModelStreamInferResponse(error_message=str(exc)).SerializeToString()
+                except Exception as exc:  # noqa: BLE001 - one bad message must not end the stream
+                    code = "INTERNAL"
+                    reply = pb.ModelStreamInferResponse(error_message=str(exc) or type(exc).__name__).SerializeToString()
+                metrics.observe(label, "grpc", code, time.perf_counter() - start)
+                yield reply
+
+        return grpc_front.stream_method(behaviour)
+
+
+def register(app: App) -> V2Endpoints:
+    """Add the V2 REST routes, gRPC methods and error rendering to a worker's App."""
+    endpoints = V2Endpoints(app)
+    endpoints.add_routes()
+    endpoints.add_grpc()
+    app.router.set_error_renderer("/v2", render_error)
+    return endpoints
