@@ -8,7 +8,6 @@ one batch slot for BLOCK_SECONDS; the requests sent meanwhile all queue and then
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import time
@@ -24,7 +23,6 @@ from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import prediction_pb2_grpc as pbg
 from support.serving import running
 
-HAS_V2 = importlib.util.find_spec("fastseldon.v2_protocol") is not None
 BLOCK = 999.0
 BLOCK_SECONDS = 1.5
 
@@ -254,7 +252,6 @@ def test_rest_and_grpc_requests_join_the_same_batch(probe):
     assert [e["rows"] for e in after if e["event"] == "call"] == [12], after
 
 
-@pytest.mark.skipif(not HAS_V2, reason="V2 protocol not present (fastseldon.v2_protocol)")
 def test_v2_rest_and_grpc_concurrent_clients_get_their_own_rows(probe):
     inputs = [rows(i, 1 + i % 3) for i in range(8)]
     senders = [(lambda i=i, x=x: v2_rest(probe.server, x, f"v2-{i}")) if i % 2 else

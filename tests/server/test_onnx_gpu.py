@@ -2,6 +2,7 @@
 
 Runs only where onnxruntime-gpu is installed and a GPU is visible; anywhere else every test
 is skipped with the reason (see it with `pytest -rs`). Nothing here pretends to be a GPU.
+onnxruntime and onnx are test dependencies, so a missing one fails like any broken import.
 """
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ import shutil
 import subprocess
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[onnx])")
-pytest.importorskip("onnx", reason="onnx not installed (needed to build test models)")
-
-from support.onnx_models import Mlp, TwoInput  # noqa: E402
-from fastseldon.runtimes.onnx import OnnxModel  # noqa: E402
+from fastseldon.runtimes.onnx import OnnxModel
+from support.onnx_models import Mlp, TwoInput
 
 
 def _gpu_skip_reason() -> str | None:

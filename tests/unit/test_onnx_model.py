@@ -5,16 +5,12 @@ import multiprocessing
 import os
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[onnx])")
-pytest.importorskip("onnx", reason="onnx not installed (needed to build test models)")
-
-import onnxruntime as ort  # noqa: E402
-
-from support.onnx_models import Mlp, TwoInput, save_bool_not, save_string_identity  # noqa: E402
-from fastseldon.errors import BadRequest  # noqa: E402
-from fastseldon.runtimes.onnx import PLATFORM, OnnxModel  # noqa: E402
+from fastseldon.errors import BadRequest
+from fastseldon.runtimes.onnx import PLATFORM, OnnxModel
+from support.onnx_models import Mlp, TwoInput, save_bool_not, save_string_identity
 
 CUDA_BUILT = "CUDAExecutionProvider" in ort.get_available_providers()
 RTOL, ATOL = 1e-5, 1e-6
