@@ -1,7 +1,7 @@
 """The benchmark harness: payloads and answer checks, result accounting, real load tools, smoke run.
 
-The load tools (wrk, h2load) and matplotlib come from `bash benchmarks/setup.sh tools plots`;
-the tests that drive real servers fail, not skip, when they are missing.
+The load tools (wrk, h2load) come from `bash benchmarks/setup.sh tools`, matplotlib from the
+[test] extra; the tests that need them fail, not skip, when they are missing.
 """
 from __future__ import annotations
 
@@ -254,16 +254,9 @@ def test_h2load_measures_the_grpc_echo_server(tmp_path):
 
 
 def test_smoke_run_writes_a_clean_report_and_plots(tmp_path):
-    """The CI smoke benchmark: fastseldon and the ceilings, a few seconds, end to end.
-
-    matplotlib is a benchmark-only dependency: where the main test run lacks it, .ci/run's
-    benchmarks section installs it (benchmarks/setup.sh plots) and runs this test again.
-    """
+    """The CI smoke benchmark: fastseldon and the ceilings, a few seconds, end to end."""
     _need_tools()
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        pytest.skip("matplotlib not installed here; .ci/run's benchmarks section installs it and runs this test")
+    import matplotlib  # noqa: F401 - the [test] extra; the report's plots need it
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--smoke", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
