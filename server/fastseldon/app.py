@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from fastseldon import seldon_routes, v2_routes
 from fastseldon.errors import FastSeldonError
@@ -21,7 +22,7 @@ from fastseldon.settings import ServerSettings, UnitSettings
 from fastseldon.user_model import UserModel
 
 GrpcHandler = Callable[[bytes], bytes]
-RestHandler = Callable[[Request], Awaitable[Response]]
+RestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class App:

@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 import time
 from collections import deque
-import threading
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def _per_output(data: Any, total: int) -> bool:
     """A dict of arrays, or a list/tuple of arrays, each with ``total`` rows: several outputs
     (V2's reading of such a result), split output by output rather than as a list of rows."""
     values = list(data.values()) if isinstance(data, dict) else data if isinstance(data, (list, tuple)) else None
-    return bool(values) and all(isinstance(v, np.ndarray) and v.ndim > 0 and v.shape[0] == total for v in values)
+    return values is not None and bool(values) and all(isinstance(v, np.ndarray) and v.ndim > 0 and v.shape[0] == total for v in values)
 
 
 def split_rows(out: Any, counts: Sequence[int]) -> list[Any]:
@@ -260,10 +261,11 @@ class AdaptiveBatcher:
             return await self.runner.offload(call)
         if self._waiting >= self.max_queue:
             raise self._refuse()
-        item = _Item(call, call.args[0].shape[0], self.loop.create_future(), time.monotonic())
+        future = self.loop.create_future()
+        item = _Item(call, call.args[0].shape[0], future, time.monotonic())
         self._admit(key, item)
         try:
-            return await item.future
+            return await future
         except asyncio.CancelledError:
             self._withdraw(key, item)
             raise

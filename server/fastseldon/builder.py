@@ -17,9 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from fastseldon import __version__
 
@@ -193,7 +193,8 @@ def _setup_cfg_requirements(path: Path) -> list[str]:
 def _setup_py_requirements(path: Path) -> list[str]:
     # setup.py is code we will not run; quoted strings shaped like a requirement are enough.
     strings = re.findall(r"[\"']([^\"'\n]+)[\"']", path.read_text(encoding="utf-8", errors="replace"))
-    return [s for s in strings if _REQ.match(s) and _REQ_TAIL.match(_REQ.match(s).group(3) or "")]
+    matches = [(s, _REQ.match(s)) for s in strings]
+    return [s for s, m in matches if m is not None and _REQ_TAIL.match(m.group(3) or "")]
 
 
 def cuda_requirements(src: Path) -> list[tuple[str, str]]:

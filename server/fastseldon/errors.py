@@ -7,8 +7,6 @@ hear the same story. The protocol modules turn an error into Seldon's status JSO
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 BAD_DATA = "MICROSERVICE_BAD_DATA"
 INTERNAL = "MICROSERVICE_INTERNAL_ERROR"
 
@@ -21,10 +19,10 @@ _GRPC_FOR_STATUS = {
 
 
 class FastSeldonError(Exception):
-    """Base of the family; raise one of the kinds below."""
+    """Base of the family; raise one of the kinds below (their status, code and reason are class-level)."""
 
-    http_status: ClassVar[int] = 400
-    grpc_code: ClassVar[str] = "INVALID_ARGUMENT"
+    http_status: int = 400
+    grpc_code: str = "INVALID_ARGUMENT"
     reason: str = BAD_DATA
 
     def __init__(self, message: str = "", *, reason: str | None = None):
@@ -80,15 +78,8 @@ class ClientError(FastSeldonError):
 
     def __init__(self, message: str, status: int, *, reason: str | None = None):
         super().__init__(message, reason=reason)
-        self.status = status
-
-    @property  # type: ignore[override]
-    def http_status(self) -> int:
-        return self.status
-
-    @property  # type: ignore[override]
-    def grpc_code(self) -> str:
-        return _GRPC_FOR_STATUS.get(self.status, "INVALID_ARGUMENT")
+        self.http_status = status
+        self.grpc_code = _GRPC_FOR_STATUS.get(status, "INVALID_ARGUMENT")
 
 
 class InternalError(FastSeldonError):

@@ -11,8 +11,9 @@ Handlers receive the serialized request and return serialized bytes, so protocol
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -29,10 +30,12 @@ def _unary(fn: BytesHandler) -> grpc.RpcMethodHandler:
         try:
             return fn(request)
         except FastSeldonError as exc:
-            context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc))
+            code, details = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client
             log.exception("gRPC handler failed")
-            context.abort(grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__)
+            code, details = grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__
+        context.abort(code, details)
+        raise AssertionError("unreachable: ServicerContext.abort raises")
 
     return grpc.unary_unary_rpc_method_handler(behaviour)
 

@@ -82,7 +82,8 @@ class Metrics:
             "worker_id": str(os.getpid()),
         }
         self._requests = Counter(
-            "fastseldon_requests", "Requests handled, by endpoint, protocol and status", ["model", "endpoint", "protocol", "code"], registry=None
+            "fastseldon_requests", "Requests handled, by endpoint, protocol and status",
+            ["model", "endpoint", "protocol", "code"], registry=None,
         )
         self._latency = Histogram(
             "fastseldon_request_duration_seconds",
@@ -91,7 +92,8 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=None,
         )
-        self._feedback = Counter("seldon_api_model_feedback", "Feedback calls with a non-zero reward", list(self._default_labels), registry=None)
+        labels = list(self._default_labels)
+        self._feedback = Counter("seldon_api_model_feedback", "Feedback calls with a non-zero reward", labels, registry=None)
         self._reward = Counter("seldon_api_model_feedback_reward", "Sum of feedback rewards", list(self._default_labels), registry=None)
         self._pending: dict[tuple[str, str, str], list[Any]] = {}  # key -> [count, sum, per-bucket counts]
         self._custom: dict[tuple[str, str, tuple[str, ...]], Any] = {}
@@ -148,7 +150,7 @@ class Metrics:
                     else:
                         metric = Histogram(m["key"], "", names, buckets=SELDON_TIMER_BUCKETS, registry=None)
                     self._custom[key] = metric
-            child = metric.labels(**{k: str(v) for k, v in labels.items()})
+            child: Any = metric.labels(**{k: str(v) for k, v in labels.items()})
             if m["type"] == "COUNTER":
                 child.inc(m["value"])
             elif m["type"] == "GAUGE":

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, Callable
+from typing import Any
 
 from fastseldon.batching import AdaptiveBatcher, batcher_for
 from fastseldon.errors import FastSeldonError, from_user_exception

@@ -27,7 +27,6 @@ from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import tensor_pb2 as tfpb
 from fastseldon.types import DATA_KINDS, Feedback, Message, Reply, default_names, reply_names, result_array
 
-
 # --------------------------------------------------------------------------- JSON decoding
 
 
@@ -439,11 +438,12 @@ def _parse_multipart(body: bytes, content_type: bytes) -> dict[str, Any]:
     if not message.is_multipart():
         raise BadRequest("malformed multipart/form-data body")
     out: dict[str, Any] = {}
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        if not name:
+        if not isinstance(name, str) or not name:
             continue
-        data = part.get_payload(decode=True) or b""
+        data = part.get_payload(decode=True)
+        data = data if isinstance(data, bytes) else b""
         if part.get_filename() is not None:
             out[name] = base64.b64encode(data).decode("ascii") if name == "binData" else data.decode("utf-8", "replace")
         elif name == "strData":

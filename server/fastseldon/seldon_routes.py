@@ -6,7 +6,8 @@ no other protocol claims) render as Seldon's status JSON.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastseldon import codec
 from fastseldon import seldon_protocol as sp

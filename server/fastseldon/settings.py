@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
 API_TYPES = ("REST", "GRPC", "BOTH")
@@ -123,7 +124,8 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p.add_argument("--graceful-timeout", type=float, help="seconds to finish in-flight requests on SIGTERM (default 20)")
     p.add_argument("--max-batch-size", type=int, help="adaptive batching: most rows per predict call (env MAX_BATCH_SIZE; off)")
     p.add_argument("--max-batch-time-ms", type=float, help="adaptive batching: longest wait for a batch to fill (env MAX_BATCH_TIME_MS)")
-    p.add_argument("--max-batches-in-flight", type=int, help="adaptive batching: predict calls running at once per worker (env MAX_BATCHES_IN_FLIGHT, default 1)")
+    p.add_argument("--max-batches-in-flight", type=int, help="adaptive batching: predict calls running at once per worker "
+                   "(env MAX_BATCHES_IN_FLIGHT, default 1)")
     p.add_argument("--max-batch-queue", type=int, help="adaptive batching: requests waiting per worker before 503 (env MAX_BATCH_QUEUE)")
     p.add_argument("--onnx", metavar="PATH", help="serve an ONNX model file with no user code")
     p.add_argument("--device", type=_device, help="ONNX device: auto, cpu, cuda or cuda:N (env DEVICE, default auto)")

@@ -8,8 +8,9 @@ executor that ``yield from``s several units' steps.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fastseldon.user_model import Hook

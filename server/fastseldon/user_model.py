@@ -12,9 +12,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
-
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class UserModel:
     init_metadata: Hook | None = None
 
     @classmethod
-    def from_object(cls, obj: Any) -> "UserModel":
+    def from_object(cls, obj: Any) -> UserModel:
         names = getattr(obj, "class_names", None)
         return cls(
             obj=obj,

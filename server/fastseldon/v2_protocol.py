@@ -213,8 +213,8 @@ def request_from_json(doc: Any, binary: memoryview | None, model_name: str, mode
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise BadRequest(f"outputs[{i}] needs a 'name' string")
             oparams = _parameters(item, f"Output {item['name']!r}")
-            binary = _flag(oparams, "binary_data", f"Output {item['name']!r}")
-            outputs.append(RequestedOutput(item["name"], binary, {k: v for k, v in oparams.items() if k != "binary_data"}))
+            as_binary = _flag(oparams, "binary_data", f"Output {item['name']!r}")
+            outputs.append(RequestedOutput(item["name"], as_binary, {k: v for k, v in oparams.items() if k != "binary_data"}))
     params = _parameters(doc, "Request")
     binary_output = bool(_flag(params, "binary_data_output", "Request"))
     params = {k: v for k, v in params.items() if k != "binary_data_output"}
@@ -295,7 +295,7 @@ def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: An
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
     else:
-        wide = np.array(values, dtype=_CONTENTS_DTYPE[field_name])
+        wide: np.ndarray = np.array(values, dtype=_CONTENTS_DTYPE[field_name])
         if datatype in ("INT8", "INT16", "UINT8", "UINT16") and wide.size:
             info = np.iinfo(dtype)
             if wide.min() < info.min or wide.max() > info.max:

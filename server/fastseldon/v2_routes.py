@@ -7,7 +7,8 @@ runner, and encode the reply; errors on ``/v2`` paths are rendered as V2's ``{"e
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from fastseldon import __version__, codec
 from fastseldon import grpc as grpc_front

@@ -88,7 +88,7 @@ async def _worker(settings: ServerSettings, unit: UnitSettings, ready_fd: int) -
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), app.metrics.flush_interval)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if os.getppid() != parent:  # the supervisor was killed: don't linger as an orphan
                 break
         app.metrics.flush()

@@ -11,6 +11,6 @@ M = TypeVar("M")
 def parse(cls: type[M], body: Any) -> M:
     """Bytes -> a message of ``cls``; undecodable bytes are the client's fault (400 / INVALID_ARGUMENT)."""
     try:
-        return cls.FromString(bytes(body) if isinstance(body, memoryview) else body)  # type: ignore[attr-defined, no-any-return]
+        return cls.FromString(bytes(body) if isinstance(body, memoryview) else body)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise CodecError(f"Invalid protobuf {cls.DESCRIPTOR.name}: {exc}") from None  # type: ignore[attr-defined]

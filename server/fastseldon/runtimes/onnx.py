@@ -101,7 +101,7 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": self.wire_shape}
 
     @classmethod
-    def from_node_arg(cls, arg: Any) -> "TensorSpec":
+    def from_node_arg(cls, arg: Any) -> TensorSpec:
         dtype, datatype = _ELEMENT_TYPES.get(arg.type, (None, ""))
         # ORT reports both "rank unknown" and "scalar" as []; treat it as unknown and let ORT
         # itself reject a rank it declared (InvalidArgument -> BadRequest).
@@ -427,7 +427,7 @@ class OnnxModel:
         return all(s.shape is not None and len(s.shape) > 0 and not isinstance(s.shape[0], int) for s in self._ready()._inputs)
 
     # ----------------------------------------------------------------- internals
-    def _ready(self) -> "OnnxModel":
+    def _ready(self) -> OnnxModel:
         # load() runs per worker; a call in a process without its own session (never
         # loaded, or forked after loading) builds one here rather than touch a dead one.
         if self._session is None or self._session_pid != os.getpid():
