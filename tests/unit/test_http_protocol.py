@@ -470,8 +470,8 @@ def test_a_chunked_body_over_max_body_is_413_and_closes(run, app, extra_chunks):
     c = run(main())
     reply = _assert_rejected(c, app, 413, f"request body is over the limit of {MAX_BODY} bytes")
     # rendered for the request's path: Seldon's status JSON under /api
-    assert json.loads(reply.body)["status"] == {"code": 413, "info": f"request body is over the limit of {MAX_BODY} bytes",
-                                                "reason": "MICROSERVICE_BAD_DATA"}
+    assert json.loads(reply.body)["status"] == {
+        "code": 413, "info": f"request body is over the limit of {MAX_BODY} bytes", "reason": "MICROSERVICE_BAD_DATA"}
     assert c.transport.late_writes == []
 
 
@@ -550,7 +550,8 @@ def test_unknown_route_and_wrong_method_render_with_the_prefix_renderer(run, app
     assert v2.status == 404 and v2.headers[b"content-type"] == b"application/json"
     assert json.loads(v2.body) == {"error": "Not Found: no route for GET /v2/models/m/nothing"}
     assert seldon.status == 405 and json.loads(seldon.body)["status"] == {
-        "code": 405, "info": "Method GET not allowed for /api/v1.0/predictions; use POST", "reason": "MICROSERVICE_BAD_DATA"}
+        "code": 405, "info": "Method GET not allowed for /api/v1.0/predictions; use POST",
+        "reason": "MICROSERVICE_BAD_DATA"}
     assert plain.status == 404 and plain.headers[b"content-type"] == TEXT
     assert plain.body == b"Not Found: no route for GET /elsewhere"
     assert ok.status == 200 and not c.transport.closing, "a routing error keeps the connection"
