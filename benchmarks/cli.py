@@ -3,6 +3,7 @@
     python -m benchmarks run [--scenario NAME ...] [--duration S] [--concurrency 1,16,64]
                              [--servers fastseldon,seldon-core,mlserver,ceiling] [--out DIR]
     python -m benchmarks run --smoke      # a few seconds: fastseldon and the ceilings only
+    python -m benchmarks run --baseline-rev da070a3   # the working tree against fastseldon at da070a3
     python -m benchmarks report DIR       # re-render report.md and the plots from DIR/results.json
     python -m benchmarks list             # scenarios, servers and targets
     python -m benchmarks profile SCENARIO # py-spy: where fastseldon spends its time under load
@@ -39,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start servers, verify, load them, write results, report and plots")
     run.add_argument("--scenario", nargs="+", metavar="NAME", help="scenario names or prefixes; 'all' adds the cost model")
-    run.add_argument("--servers", type=_names, help="comma list; 'ceiling' = all three ceilings "
-                     "(default fastseldon,seldon-core,mlserver,ceiling; smoke: fastseldon,ceiling)")
+    run.add_argument("--servers", type=_names, help="comma list; 'ceiling' = all three ceilings, 'fastseldon@REV' = "
+                     "fastseldon at git revision REV (default fastseldon,seldon-core,mlserver,ceiling; smoke: "
+                     "fastseldon,ceiling; with --baseline-rev: fastseldon)")
+    run.add_argument("--baseline-rev", action="append", metavar="REV", default=[],
+                     help="also run fastseldon@REV (any git revision: exported and built once under "
+                          ".bench-cache/rev-<sha>/) and report the working tree's ratio to it; repeatable")
     run.add_argument("--duration", type=int, help="seconds per measured run (default 5; smoke 1)")
     run.add_argument("--concurrency", type=_ints, help="comma list of connections in flight (default 1,16,64)")
     run.add_argument("--repeats", type=int, help="runs per point, median reported (default 3; smoke 1)")
@@ -70,7 +75,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> runner.RunConfig:
     smoke = args.smoke
-    names = args.servers or (["fastseldon", "ceiling"] if smoke else ["fastseldon", "seldon-core", "mlserver", "ceiling"])
+    if args.servers:
+        names = list(args.servers)
+    elif args.baseline_rev:
+        names = ["fastseldon"]
+    else:
+        names = ["fastseldon", "ceiling"] if smoke else ["fastseldon", "seldon-core", "mlserver", "ceiling"]
+    names += [rev if rev.startswith("fastseldon@") else f"fastseldon@{rev}" for rev in args.baseline_rev]
     server_cpus, client_cpus = runner.default_cpus(args.workers)
     duration = args.duration or (1 if smoke else 5)
     return runner.RunConfig(
@@ -110,6 +121,22 @@ def _print_summary(results: dict) -> None:
               f"(target {r['minimum']:g})  {r['status']}")
 
 
+def _print_revisions(results: dict) -> None:
+    rows = results.get("revision_ratios") or []
+    if not rows:
+        return
+    wt = results.get("working_tree") or {}
+    print(f"working tree (HEAD {wt.get('short', '?')}, {len(wt.get('changed') or [])} uncommitted change(s)) "
+          f"vs baseline revision, peak req/s, ratio current/baseline:")
+    for r in rows:
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        spread = "/".join(f"{r['spread'][s]:.1%}" for s in ("fastseldon", r["baseline"]) if s in r["spread"])
+        best_text = "" if r.get("best_ratio") is None else f"best runs {r['best_ratio']:.3f}"
+        print(f"  {r['scenario']:<30} fastseldon {report._rps(r['current_rps']):>9}  {r['baseline']:<20} "
+              f"{report._rps(r['baseline_rps']):>9}  ratio {ratio:>6}  {best_text}  (spread {spread or 'n/a'})  "
+              f"{r['status']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
@@ -120,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for t in scenarios.TARGETS:
             print(f"target: {t.label:<38} {t.scenario} / {t.baseline} on {t.against} >= {t.minimum:g}")
+        print("\nserver fastseldon@REV: fastseldon at any git revision REV (--servers fastseldon@REV or --baseline-rev REV)")
         return 0
     if args.command == "profile":
         from benchmarks.profiling import profile
@@ -141,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in write_outputs(results, config.out, command):
         print(f"wrote {path}")
     _print_summary(results)
+    _print_revisions(results)
     issues = report.problems(results)
     if issues:
         print(f"run WITH ERRORS ({len(issues)}):", *issues[:20], sep="\n  ")

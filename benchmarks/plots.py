@@ -7,12 +7,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.report import ORDER
+from benchmarks.report import _order
 
 COLOURS = {
     "fastseldon": "#d62728", "seldon-core": "#1f77b4", "mlserver": "#2ca02c",
     "ceiling-http": "#7f7f7f", "grpc-echo-threaded": "#8c564b", "grpc-echo-aio": "#bcbd22",
 }
+
+
+REVISION_COLOURS = ["#ff9896", "#9467bd", "#e377c2", "#17becf"]  # fastseldon@REV servers, in order of appearance
+
+
+def _colour(server: str, results: dict) -> str | None:
+    if server.startswith("fastseldon@"):
+        revs = sorted({r["server"] for r in results.get("summary", []) if r["server"].startswith("fastseldon@")})
+        return REVISION_COLOURS[revs.index(server) % len(REVISION_COLOURS)] if server in revs else REVISION_COLOURS[0]
+    return COLOURS.get(server)
 
 
 def _pyplot():
@@ -42,7 +52,7 @@ def _grid(plt, count: int, width: float = 4.2, height: float = 3.2):
 
 def _servers(rows: list[dict]) -> list[str]:
     names = {r["server"] for r in rows}
-    return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    return sorted(names, key=_order)
 
 
 def write_all(results: dict, out_dir: Path) -> list[Path]:
@@ -82,9 +92,10 @@ def _throughput(plt, results: dict):
             pts = sorted((r["concurrency"], r["median_rps"], r["min_rps"], r["max_rps"])
                          for r in rows if r["server"] == server)
             xs = [p[0] for p in pts]
-            ax.plot(xs, [p[1] for p in pts], marker="o", label=server, color=COLOURS.get(server),
-                    linestyle="--" if server.startswith(("ceiling", "grpc-echo")) else "-")
-            ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.15, color=COLOURS.get(server))
+            ax.plot(xs, [p[1] for p in pts], marker="o", label=server, color=_colour(server, results),
+                    linestyle="--" if server.startswith(("ceiling", "grpc-echo")) else
+                    ":" if server.startswith("fastseldon@") else "-")
+            ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.15, color=_colour(server, results))
         ax.set_xscale("log", base=2)
         concs = results["config"]["concurrency"]
         ax.set_xticks(concs, [str(c) for c in concs])
@@ -114,7 +125,7 @@ def _latency(plt, results: dict):
         for i, server in enumerate(servers):
             lat = next(r["latency_us"] for r in rows if r["server"] == server)
             ax.bar([k + i * width for k in range(len(keys))], [lat.get(k, 0) / 1000 for k in keys], width,
-                   label=server, color=COLOURS.get(server))
+                   label=server, color=_colour(server, results))
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], keys)
         ax.set_yscale("log")
         ax.set_ylabel("ms")
@@ -137,7 +148,7 @@ def _cdf(plt, results: dict):
                 continue
             steps = len(o["cdf_us"])
             ax.plot([v / 1000 for v in o["cdf_us"]], [i / (steps - 1) for i in range(steps)],
-                    label=f"{o['server']} @ {o['target_rps']:,.0f}/s", color=COLOURS.get(o["server"]))
+                    label=f"{o['server']} @ {o['target_rps']:,.0f}/s", color=_colour(o["server"], results))
         ax.set_xscale("log")
         ax.set_xlabel("latency from scheduled send (ms)")
         ax.set_ylabel("fraction of requests")

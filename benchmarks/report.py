@@ -21,7 +21,9 @@ def _ratio(x: float | None) -> str:
     return f"{x:.0%}" if x < 1 else f"{x:.1f}×"
 
 
-def _order(name: str) -> int:
+def _order(name: str) -> float:
+    if name.startswith("fastseldon@"):  # a revision of fastseldon: right after the working tree's
+        return 0.5
     return ORDER.index(name) if name in ORDER else len(ORDER)
 
 
@@ -56,7 +58,7 @@ def render(results: dict, command: str) -> str:
         lines += [f"**Run status: WITH ERRORS ({len(issues)})** — see *Errors and failed checks* below.", ""]
     else:
         lines += ["Run status: clean (no failed answer checks, no transport errors, no non-2xx answers).", ""]
-    lines += _targets(results) + _per_scenario(results) + _open_loop(results) + _errors(issues) + _plots()
+    lines += _revisions(results) + _targets(results) + _per_scenario(results) + _open_loop(results) + _errors(issues) + _plots()
     return "\n".join(lines) + "\n"
 
 
@@ -83,6 +85,58 @@ def _targets(results: dict) -> list[str]:
     if len(rows) < len(all_rows):
         out += ["", f"{len(all_rows) - len(rows)} more target(s) need scenarios or servers this run did not include."]
     return out + [""]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1%}"
+
+
+def _revisions(results: dict) -> list[str]:
+    """The working tree's fastseldon against each fastseldon@REV of the same run."""
+    revs = results.get("revisions") or {}
+    rows = results.get("revision_ratios") or []
+    if not revs and not rows:
+        return []
+    wt = results.get("working_tree") or {}
+    out = ["## Working tree vs baseline revision", ""]
+    head = f"`{wt['short']}` ({wt['subject']})" if wt.get("short") else "(not a git checkout)"
+    changed = wt.get("changed") or []
+    out.append(f"*current* = `fastseldon`: the working tree at HEAD {head}"
+               + (f" with {len(changed)} uncommitted change(s): {', '.join(changed[:12])}"
+                  + (" …" if len(changed) > 12 else "") if changed else ", no uncommitted changes") + ".")
+    probe = wt.get("probe") or {}
+    if probe.get("stale_native"):
+        out.append(f"**Its compiled codec is older than {', '.join(probe['stale_native'])}**: the working tree ran "
+                   f"its previous build (rebuild: `python setup.py build_ext --inplace`).")
+    for name, rev in revs.items():
+        if rev.get("problem"):
+            out.append(f"`{name}`: commit {rev['sha'][:12]} ({rev['subject']}): **not prepared**: {rev['problem'][:300]}")
+        else:
+            impl = (rev.get("probe") or {}).get("implementation")
+            out.append(f"`{name}`: commit {rev['sha'][:12]} ({rev['subject']}), exported and built in "
+                       f"`{rev['tree']}`, {impl} codec (the working tree: {probe.get('implementation', '?')}).")
+    out += ["", "Both ran in this run, interleaved, same core, same settings. Ratio = current / baseline "
+            "(> 1: the working tree is faster); *peak* compares each side's best median over the concurrency "
+            "levels, *best runs* each side's fastest single run; per concurrency, *median* compares the median runs and *best* the fastest runs (background "
+            "load only slows a run, so on a busy machine the best runs are the least disturbed); *spread* is "
+            "the min–max range of a side's repeats at its peak over its median — ratios within the spread "
+            "are noise.", ""]
+    concs = results["config"]["concurrency"]
+    out += ["| scenario | baseline | current req/s | baseline req/s | current / baseline (peak) | best runs | "
+            + " | ".join(f"c={c} median / best" for c in concs) + " | spread current / baseline | status |",
+            "|---|---|---:|---:|---:|---:|" + "---:|" * len(concs) + "---|---|"]
+    for r in rows:
+        by = {c["concurrency"]: c for c in r["by_concurrency"]}
+        spread = r["spread"]
+        cells = [f"{_x(by[c]['ratio'])} / {_x(by[c].get('best_ratio'))}" if c in by else "–" for c in concs]
+        out.append(f"| {r['scenario']} | {r['baseline']} | {_rps(r['current_rps'])} | {_rps(r['baseline_rps'])} | "
+                   f"**{_x(r['ratio'])}** | {_x(r.get('best_ratio'))} | " + " | ".join(cells) +
+                   f" | {_pct(spread.get('fastseldon'))} / {_pct(spread.get(r['baseline']))} | {r['status']} |")
+    return out + [""]
+
+
+def _x(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def _per_scenario(results: dict) -> list[str]:
@@ -122,7 +176,7 @@ def _per_scenario(results: dict) -> list[str]:
         if ratios:
             out += ["", "fastseldon's peak against: " + "; ".join(
                 f"{r['baseline']}{'' if r['baseline_scenario'] == name else ' on ' + r['baseline_scenario']} "
-                f"**{_ratio(r['ratio'])}**" + (f" (target ≥ {_ratio(r['minimum'])}: {r['status']})"
+                f"**{_x(r['ratio']) if r['baseline'].startswith('fastseldon@') else _ratio(r['ratio'])}**" + (f" (target ≥ {_ratio(r['minimum'])}: {r['status']})"
                                                  if r["minimum"] is not None else "")
                 for r in ratios)]
         out.append("")

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import loadgen, openloop, servers
+from benchmarks import loadgen, openloop, revisions, servers
 from benchmarks.machine import machine_info
 from benchmarks.payloads import grpc_request, http_request
 from benchmarks.scenarios import TARGETS, Scenario
@@ -110,10 +110,12 @@ def run(config: RunConfig) -> dict:
         "runs": [],
         "open_loop": [],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "working_tree": revisions.working_tree(),
     }
     plan = _plan(config)
     steps = sum(len(names) * (len(config.concurrency) * config.repeats + len(config.open_loop)) for _, names in plan)
     progress = Progress(steps)
+    _prepare_revisions(config, results, progress)
     groups: dict[tuple[str, int], list[tuple[Scenario, list[str]]]] = {}
     for sc, names in plan:
         groups.setdefault((sc.model, sc.cost_us), []).append((sc, names))
@@ -137,6 +139,64 @@ def run(config: RunConfig) -> dict:
     return results
 
 
+def _prepare_revisions(config: RunConfig, results: dict, progress: Progress) -> None:
+    """Export and build every fastseldon@REV server before any server starts (so no build overlaps a run)."""
+    specs = [servers.SERVERS[n] for n in config.servers if servers.SERVERS[n].revision is not None]
+    if not specs:
+        return
+    results["revisions"] = {}
+    for spec in specs:
+        rev = spec.revision
+        entry = {"sha": rev.sha, "short": rev.short, "subject": rev.subject, "tree": str(revisions.tree_dir(rev))}
+        try:
+            pythonpath, info = revisions.prepare(rev, log=progress.note)
+            entry.update(pythonpath=str(pythonpath), probe=info)
+            progress.note(f"{spec.name}: runs {info['file']} ({info['implementation']} codec)")
+        except revisions.RevisionError as exc:
+            entry["problem"] = str(exc)
+            progress.note(f"{spec.name}: not prepared: {exc}")
+        results["revisions"][spec.name] = entry
+    try:
+        results["working_tree"]["probe"] = revisions.current_probe()
+    except revisions.RevisionError as exc:
+        results["working_tree"]["probe"] = {"problem": str(exc)}
+    stale = results["working_tree"]["probe"].get("stale_native")
+    if stale:
+        progress.note(f"fastseldon (working tree): its compiled codec is older than {', '.join(stale)}: "
+                      f"the comparison uses the old build (python setup.py build_ext --inplace rebuilds it)")
+
+
+def _loaded_from(srv: servers.RunningServer) -> tuple[list[str], str | None]:
+    """The compiled codec modules fastseldon's processes mapped; for a revision, a problem if any is foreign."""
+    if srv.spec.name != "fastseldon" and srv.spec.revision is None:
+        return [], None
+    deadline = time.monotonic() + 10
+    while True:  # workers import the codec after the fork; their ports may open first
+        mapped = sorted({p for pid in _group_pids(srv.process.pid) for p in revisions.mapped_native(pid)})
+        if mapped or time.monotonic() > deadline or not srv.alive():
+            break
+        time.sleep(0.2)
+    if srv.spec.revision is not None:
+        tree = revisions.tree_dir(srv.spec.revision).resolve()
+        foreign = [p for p in mapped if not Path(p).resolve().is_relative_to(tree)]
+        if foreign:
+            return mapped, f"runs compiled modules from outside {tree}: {foreign}"
+    return mapped, None
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """The processes of a server's process group (the supervisor and its forked workers); Linux /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def _start_all(names: list[str], model: str, cost_us: int, config: RunConfig, results: dict,
                progress: Progress) -> dict[str, servers.RunningServer]:
     running: dict[str, servers.RunningServer] = {}
@@ -153,8 +213,13 @@ def _start_all(names: list[str], model: str, cost_us: int, config: RunConfig, re
             progress.note(f"{name}: not started: {exc}")
             continue
         problem = servers.wait_listening(srv)
+        native: list[str] = []
+        if problem is None:
+            native, problem = _loaded_from(srv)
         results["servers"][key] = {"started": problem is None, "problem": problem, "command": srv.command,
                                    "notes": srv.notes, "log": str(srv.log_path)}
+        if native:
+            results["servers"][key]["native_modules"] = native
         if problem:
             progress.note(f"{name}: not serving: {problem[-300:]}")
             srv.stop()
@@ -180,7 +245,8 @@ def _run_scenario(sc: Scenario, active: list[servers.RunningServer], config: Run
             progress.total -= len(config.concurrency) * config.repeats + len(config.open_loop)
     for conc in config.concurrency:
         for rep in range(config.repeats):
-            for srv in verified:
+            # Alternate the order (A B, B A, ...) so neither server always runs right after the other.
+            for srv in verified if rep % 2 == 0 else verified[::-1]:
                 if not srv.alive():
                     continue
                 if rep == 0 and config.warmup_s:
@@ -279,6 +345,52 @@ def summarize(results: dict) -> None:
     results["peaks"] = peaks
     failed = {(v["server"], v["scenario"]) for v in results.get("verification", []) if not v["ok"]}
     results["ratios"] = ratios(peaks, failed)
+    results["revision_ratios"] = revision_ratios(summary, peaks, failed)
+
+
+def revision_ratios(summary: list[dict], peaks: dict, failed: set[tuple[str, str]] = frozenset()) -> list[dict]:
+    """The working tree's fastseldon over each fastseldon@REV, per scenario (> 1: the working tree is faster).
+
+    `ratio` compares peaks, `best_ratio` the fastest single runs; `by_concurrency` compares the
+    medians (`ratio`) and the fastest runs (`best_ratio`) at each concurrency both ran; `spread` is each side's min–max range of repeats
+    over its median at its peak, the noise to read the ratio against.
+    """
+    revs = [n for n in dict.fromkeys(r["server"] for r in summary) if revisions.is_revision(n)]
+    revs += [n for n in dict.fromkeys(s for s, _ in failed) if revisions.is_revision(n) and n not in revs]
+    cells = {(r["server"], r["scenario"], r["concurrency"]): r for r in summary}
+    scenarios = list(dict.fromkeys([*(r["scenario"] for r in summary), *(sc for _, sc in failed)]))
+    rows = []
+    for rev in revs:
+        for scenario in scenarios:
+            ours, theirs = peaks.get(scenario, {}).get("fastseldon"), peaks.get(scenario, {}).get(rev)
+            broken = [s for s in ("fastseldon", rev) if (s, scenario) in failed]
+            if not ours and not theirs and not broken:
+                continue
+            row = {"scenario": scenario, "baseline": rev, "current_rps": ours["rps"] if ours else None,
+                   "baseline_rps": theirs["rps"] if theirs else None, "ratio": None, "by_concurrency": [],
+                   "spread": {}}
+            for (server, sc, conc), cell in sorted(cells.items(), key=lambda kv: kv[0][2]):
+                if server == "fastseldon" and sc == scenario and (rev, sc, conc) in cells:
+                    base = cells[(rev, sc, conc)]
+                    row["by_concurrency"].append({
+                        "concurrency": conc, "current_rps": cell["median_rps"], "baseline_rps": base["median_rps"],
+                        "ratio": cell["median_rps"] / base["median_rps"] if base["median_rps"] else None,
+                        # background load only ever slows a run: the best runs are the least disturbed
+                        "best_ratio": cell["max_rps"] / base["max_rps"] if base["max_rps"] else None})
+            for server, peak in (("fastseldon", ours), (rev, theirs)):
+                cell = cells.get((server, scenario, peak["concurrency"])) if peak else None
+                if cell and cell["median_rps"]:
+                    row["spread"][server] = (cell["max_rps"] - cell["min_rps"]) / cell["median_rps"]
+            best = {server: max((c["max_rps"] for (n, sc, _), c in cells.items() if n == server and sc == scenario),
+                                default=0.0) for server in ("fastseldon", rev)}
+            row["best_ratio"] = best["fastseldon"] / best[rev] if best[rev] and best["fastseldon"] else None
+            if ours and theirs and theirs["rps"]:
+                row["ratio"] = ours["rps"] / theirs["rps"]
+                row["status"] = "errors in run" if ours["errors"] or theirs["errors"] else ""
+            else:
+                row["status"] = f"failed ({', '.join(broken)})" if broken else "not measured"
+            rows.append(row)
+    return rows
 
 
 def _peak(peaks: dict, scenario: str, server: str) -> dict | None:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import revisions
 from benchmarks.scenarios import MODEL_NAME, SELDON_GRPC, SELDON_REST, V2_GRPC, V2_REST, Scenario
 
 HERE = Path(__file__).resolve().parent
@@ -34,10 +35,11 @@ class ServerSpec:
     """A server the harness can run: what it speaks and what kind of figure it gives."""
 
     name: str
-    role: str  # product | baseline | ceiling
+    role: str  # product | revision (fastseldon at another commit) | baseline | ceiling
     apis: frozenset[str]
     unsupported: frozenset[str] = frozenset()  # scenario encodings it does not implement
     echo: bool = False  # answers with the request bytes (ceilings), not a decoded tensor
+    revision: revisions.Revision | None = None  # role "revision": the commit it runs
 
     def serves(self, scenario: Scenario) -> bool:
         return scenario.api in self.apis and scenario.encoding not in self.unsupported and (
@@ -60,13 +62,29 @@ SERVERS: dict[str, ServerSpec] = {
 GROUPS = {"ceiling": ["ceiling-http", "grpc-echo-threaded", "grpc-echo-aio"]}
 
 
+def revision_server(rev: str) -> ServerSpec:
+    """`fastseldon@REV`: fastseldon at commit REV (see revisions.py), registered in SERVERS as fastseldon@<short sha>."""
+    try:
+        commit = revisions.resolve(rev)
+    except revisions.RevisionError as exc:
+        raise SystemExit(str(exc)) from None
+    spec = SERVERS.get(commit.name)
+    if spec is None:
+        spec = ServerSpec(commit.name, "revision", SERVERS["fastseldon"].apis, revision=commit)
+        SERVERS[spec.name] = spec
+    return spec
+
+
 def expand(names: list[str]) -> list[str]:
-    """Server names from --servers, with `ceiling` standing for all three ceilings."""
+    """Server names from --servers: `ceiling` stands for all three ceilings, `fastseldon@REV` for a revision."""
     out: list[str] = []
     for name in names:
         for one in GROUPS.get(name, [name]):
+            if revisions.is_revision(one):
+                one = revision_server(one).name
             if one not in SERVERS:
-                raise SystemExit(f"unknown server {one!r}; known: {', '.join([*SERVERS, *GROUPS])}")
+                raise SystemExit(f"unknown server {one!r}; known: {', '.join([*SERVERS, *GROUPS])}, "
+                                 f"fastseldon@REV (any git revision)")
             if one not in out:
                 out.append(one)
     return out
@@ -128,7 +146,11 @@ def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     notes: list[str] = []
-    if spec.name == "fastseldon":
+    if spec.revision is not None:
+        pythonpath, _ = revisions.prepare(spec.revision)  # built once, before the first start
+        env = revisions.server_env(pythonpath)  # its package first: wins over the editable install
+        notes.append(f"fastseldon at {spec.revision.sha[:12]} ({spec.revision.subject}), PYTHONPATH={pythonpath}")
+    if spec.name == "fastseldon" or spec.revision is not None:
         workdir = _model_dir(model)
         cmd = [sys.executable, "-m", "fastseldon", "serve", "MyModel", "--http-port", str(http_port),
                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--workers", str(workers),
@@ -155,7 +177,7 @@ def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set
     else:
         raise ValueError(spec.name)
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{spec.name}-{model}.log"
+    log_path = log_dir / f"{spec.name.replace('@', '-')}-{model}.log"
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import loadgen, openloop, payloads, runner, scenarios, servers, verify
+from benchmarks import loadgen, openloop, payloads, report, revisions, runner, scenarios, servers, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_SCENARIOS = [s for s in scenarios.SCENARIOS if s.transport == "http"]
@@ -147,6 +147,56 @@ def test_summary_takes_medians_peaks_and_flags_errors():
     assert by[(sc2, "grpc-echo-best")]["ratio"] == pytest.approx(0.7)  # against the better echo server
     assert by[(sc2, "grpc-echo-best")]["status"] == "MISSED"
     assert by[(sc, "mlserver")]["status"] == "not measured"
+
+
+def test_revision_ratios_compare_the_working_tree_with_each_revision():
+    sc = "seldon-rest-ndarray-1x10"
+    rev = "fastseldon@abc1234"
+    results = {"runs": [
+        _run("fastseldon", sc, 1, 900), _run("fastseldon", sc, 16, 2000), _run("fastseldon", sc, 16, 2100),
+        _run("fastseldon", sc, 16, 1900), _run(rev, sc, 1, 1000), _run(rev, sc, 16, 2000), _run(rev, sc, 16, 2000),
+        _run(rev, sc, 16, 2000),
+    ], "verification": [{"server": rev, "scenario": "seldon-grpc-tensor-1x10", "ok": False, "problem": "x"}]}
+    runner.summarize(results)
+    by = {r["scenario"]: r for r in results["revision_ratios"]}
+    row = by[sc]
+    assert row["baseline"] == rev and row["ratio"] == pytest.approx(1.0) and row["status"] == ""
+    assert [(c["concurrency"], c["ratio"]) for c in row["by_concurrency"]] == [(1, pytest.approx(0.9)), (16, pytest.approx(1.0))]
+    assert row["spread"] == {"fastseldon": pytest.approx(0.1), rev: 0.0}
+    assert by["seldon-grpc-tensor-1x10"]["status"] == f"failed ({rev})"
+    results.update(config={"concurrency": [1, 16], "scenarios": [sc], "servers": ["fastseldon", rev],
+                           "h2load_streams_per_connection": 1, "workers": 1, "warmup_s": 0, "repeats": 3,
+                           "duration_s": 1},
+                   machine={}, open_loop=[], working_tree={"short": "def5678", "subject": "s", "changed": []},
+                   revisions={rev: {"sha": "abc1234" * 5, "short": "abc1234", "subject": "old", "tree": "/t",
+                                    "probe": {"implementation": "native"}}})
+    text = report._revisions(results)
+    assert "## Working tree vs baseline revision" in text and any(f"| {sc} | {rev} |" in line and "**1.000**" in line
+                                                                  for line in text)
+
+
+def test_revision_server_names_a_commit_and_imports_from_its_tree(tmp_path):
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    spec = servers.SERVERS[servers.expand(["fastseldon@HEAD"])[0]]
+    assert spec.role == "revision" and spec.revision.sha.startswith(head.stdout.strip())
+    assert spec.apis == servers.SERVERS["fastseldon"].apis
+    with pytest.raises(SystemExit):
+        servers.expand(["fastseldon@no-such-revision"])
+    # Both package layouts, without a build: PYTHONPATH must win over the editable install.
+    package = ROOT / "server" / "fastseldon"
+    ignore = shutil.ignore_patterns("*.so", "__pycache__")
+    new, old = tmp_path / "new", tmp_path / "old"
+    shutil.copytree(package, new / "server" / "fastseldon", ignore=ignore)
+    shutil.copytree(package, old / "server", ignore=ignore)  # package_dir={"fastseldon": "server"}
+    for tree, expected in ((new, new / "server"), (old, old / "_pkg")):
+        path = revisions.package_path(tree)
+        assert path == expected
+        info = revisions.probe(path, tree)
+        assert revisions.check_loaded(info, tree) is None, info
+        assert Path(info["file"]).resolve().is_relative_to(tree) and info["native"] == {}
+    assert revisions.check_loaded(revisions.current_probe(), new) is not None  # the working tree is not the copy
 
 
 def test_open_loop_merge_pools_latencies_and_counts_failures():
