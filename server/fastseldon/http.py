@@ -156,6 +156,7 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.closed = False
+        self.closing = False  # a request without keep-alive was read: nothing after it is served
         # per request
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
@@ -178,12 +179,14 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.idle_since is not None:
             self.idle_since = self.loop.time()  # a request is arriving: its clock restarts
+        if self.rejected or self.closing:
+            return  # the stream is being closed: whatever follows is not read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            if not self.rejected:
+            if not self.closing:  # bytes after a "Connection: close" request are dropped, not answered
                 self._reject(400, f"malformed HTTP request: {exc}")
 
     def pause_writing(self) -> None:
@@ -221,6 +224,8 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
+        if self.rejected:
+            return
         self.body_size += len(chunk)
         if self.body_size > self.max_body:
             self._reject(413, f"request body is over the limit of {self.max_body} bytes")
@@ -228,8 +233,8 @@ class HttpProtocol(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
-        if self.rejected:
-            return
+        if self.rejected or self.parser.should_upgrade():
+            return  # an upgrade is refused in data_received; its handler never runs
         url = self.url
         qpos = url.find(b"?")
         if qpos >= 0:
@@ -241,6 +246,7 @@ class HttpProtocol(asyncio.Protocol):
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         if not self.parser.should_keep_alive():
             self.headers[b"connection"] = b"close"
+            self.closing = True
         request = Request(self.parser.get_method().decode("latin-1"), path, query, self.headers, body)
         if self.busy:
             self.pipeline.append(request)
@@ -325,6 +331,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _reject(self, status: int, message: str) -> None:
         """Answer an unreadable or oversized request and close: the stream can't be trusted after it."""
+        if self.rejected:
+            return  # one answer per broken stream
         self.rejected = True
         if self.transport is None or self.closed:
             return

@@ -313,10 +313,6 @@ def test_connection_close_and_http_1_0_close_after_the_response(run, app, reques
     assert c.transport.late_writes == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "http.py: httptools raises 'Data after Connection: close' for the bytes behind a closing request, "
-    "and _reject writes a 400 to the already closing transport (it checks self.closed, set only in "
-    "connection_lost); uvloop may still send it after the 200"))
 @pytest.mark.parametrize("request_bytes", CLOSING, ids=["close", "Close", "http/1.0"])
 def test_a_request_pipelined_behind_a_closing_one_gets_nothing(run, app, request_bytes):
     async def main():
@@ -434,9 +430,7 @@ def _assert_rejected(c: Client, app: App, status: int, message: str) -> Reply:
 
 @pytest.mark.parametrize("body_follows", [
     False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-        "http.py: on_body still runs after on_headers_complete rejected the request, so a body that "
-        "arrives in the same read writes a second 413 after close"))),
+    pytest.param(True),
 ], ids=["headers-only", "body-in-same-read"])
 def test_a_content_length_over_max_body_is_413_and_closes(run, app, body_follows):
     async def main():
@@ -455,8 +449,7 @@ def test_a_content_length_over_max_body_is_413_and_closes(run, app, body_follows
 
 @pytest.mark.parametrize("extra_chunks", [
     0,
-    pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=(
-        "http.py: on_body keeps counting after the 413 and rejects again for every later chunk"))),
+    pytest.param(2),
 ], ids=["limit-crossed-by-the-last-chunk", "more-chunks-follow"])
 def test_a_chunked_body_over_max_body_is_413_and_closes(run, app, extra_chunks):
     async def main():
@@ -523,9 +516,6 @@ def test_a_protocol_upgrade_is_refused_and_closes(run, app):
     assert c.transport.late_writes == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "http.py: on_message_complete starts the handler before feed_data raises HttpParserUpgrade, "
-    "so an upgrade request gets the route's 200 and then the 400"))
 def test_a_refused_upgrade_never_reaches_the_handler(run, app):
     async def main():
         c = Client(app)
