@@ -83,7 +83,8 @@ class FallThrough:
 
 class BatchLog:
     """Doubles its input and appends each call's first-column values to a log file, so a test
-    can see which requests shared one predict call; a negative first value holds the call."""
+    can see which requests shared one predict call; a negative first value holds the call (and
+    touches ``<log_path>.held`` first, so the test knows the call is being held)."""
 
     def __init__(self, log_path: str = ""):
         self.log_path = log_path
@@ -92,6 +93,7 @@ class BatchLog:
         if X.size and X.flat[0] < 0:
             import time
 
+            open(self.log_path + ".held", "w").close()
             time.sleep(0.5)
         with open(self.log_path, "a") as log:
             log.write(json.dumps(X[:, 0].tolist()) + "\n")

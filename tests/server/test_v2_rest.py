@@ -346,8 +346,9 @@ def test_same_server_answers_seldon_v1_and_v2_on_the_same_ports(echo):
 def test_seldon_v1_and_v2_requests_share_one_batched_predict(tmp_path):
     """With adaptive batching on, V1 and V2 requests for the same model coalesce into one predict."""
     import threading
-    import time
     from concurrent.futures import ThreadPoolExecutor
+
+    from support.waiting import wait_until
 
     log = tmp_path / "calls.log"
     params = json.dumps([{"name": "log_path", "value": str(log), "type": "STRING"}])
@@ -367,7 +368,7 @@ def test_seldon_v1_and_v2_requests_share_one_batched_predict(tmp_path):
 
         blocker = threading.Thread(target=v1, args=(-1.0,))  # holds predict for 0.5 s so the others queue
         blocker.start()
-        time.sleep(0.15)
+        wait_until((tmp_path / "calls.log.held").exists, what="the blocker's predict to be running")
         with ThreadPoolExecutor(8) as pool:
             v1_futures = {value: pool.submit(v1, value) for value in (101.0, 102.0, 103.0)}
             v2_futures = {value: pool.submit(v2, value) for value in (201.0, 202.0, 203.0)}

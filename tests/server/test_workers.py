@@ -53,6 +53,7 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(requests.post, url, json=slow, timeout=30) for _ in range(8)]
             wait_until(lambda: _entered(tmp_path, 0.8) == 8, what="the eight slow calls inside the model")
+            wait_until(lambda: sum(kind == "answered" for kind, _ in fast_results) > 10, what="fast answers flowing")
             server.proc.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
         code = server.proc.wait(30)
