@@ -12,9 +12,9 @@ builds them.
   half of the work, so it starts first.
 - Debug information is left out (`-g0` after Python's CFLAGS, which carry `-g`): it halves
   the compile time and does not change the generated code. Put `-g` in CFLAGS to keep it.
-- Each step says what it compiles and how long it took. pip shows a build's output only
-  with `pip install -v`, so when pip captures it and there is a terminal, the lines go to
-  the terminal instead; FASTSELDON_BUILD_LOG=stderr keeps them on stderr.
+- Each step says on stderr what it compiles and how long it took. pip shows a build's
+  output only with `pip install -v`, so under pip these lines go to the terminal instead,
+  when there is one (FASTSELDON_BUILD_LOG=stderr keeps them on stderr).
 """
 from __future__ import annotations
 
@@ -43,14 +43,16 @@ _said = False
 
 
 def _log_target():
-    """stderr, or the terminal when pip is capturing stderr (it would hide the lines)."""
+    """stderr; but the terminal, when there is one, while pip runs this build: pip shows a
+    build's stderr only with -v (PIP_BUILD_TRACKER is pip's, set for every build it runs)."""
     global _log_stream
     if _log_stream is None:
         _log_stream = sys.stderr
-        if os.environ.get("FASTSELDON_BUILD_LOG") != "stderr" and not sys.stderr.isatty():
+        if ("PIP_BUILD_TRACKER" in os.environ and not sys.stderr.isatty()
+                and os.environ.get("FASTSELDON_BUILD_LOG") != "stderr"):
             try:
                 _log_stream = open("/dev/tty", "w", buffering=1, encoding="utf-8")  # noqa: SIM115
-            except OSError:  # no controlling terminal: CI, docker build, a pipe
+            except OSError:  # no controlling terminal: CI, a docker build, a background job
                 pass
     return _log_stream
 
