@@ -73,7 +73,11 @@ def start(settings: ServerSettings, methods: dict[str, Any]) -> grpc.Server:
         maximum_concurrent_rpcs=None,
     )
     address = f"{settings.host}:{settings.grpc_port}"
-    if server.add_insecure_port(address) == 0:
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio >= 1.60 raises where older versions returned 0
+        raise OSError(f"cannot bind gRPC port {address}: {exc}") from None
+    if bound == 0:
         raise OSError(f"cannot bind gRPC port {address}")
     server.start()
     return server
