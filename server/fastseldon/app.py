@@ -19,7 +19,7 @@ from fastseldon.metrics import Metrics
 from fastseldon.runner import HookRunner
 from fastseldon.service import SeldonService
 from fastseldon.settings import ServerSettings, UnitSettings
-from fastseldon.user_model import UserModel
+from fastseldon.user_model import UserModel, call_load, construct, parse_parameters
 
 GrpcHandler = Callable[[bytes], bytes]
 RestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -75,6 +75,18 @@ class App:
 
         return handler
 
+    flush_interval = Metrics.flush_interval
+
+    def flush(self) -> None:
+        self.metrics.flush()
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.metrics.flush()
+
+
+async def load_unit_app(server: ServerSettings, unit: UnitSettings, loop: asyncio.AbstractEventLoop) -> App:
+    """Import, construct and ``load()`` the unit's class, then build the worker's App around it."""
+    obj = construct(unit.interface_name, parse_parameters(unit.parameters))
+    await call_load(obj)
+    return App(server, unit, UserModel.from_object(obj), loop)

@@ -59,9 +59,12 @@ def serve(argv: list[str], prog: str = "fastseldon serve") -> int:
     )
     if unit.persistence:
         logging.getLogger("fastseldon").warning("--persistence is deprecated in Seldon and ignored")
+    from functools import partial
+
+    from fastseldon.app import load_unit_app
     from fastseldon.workers import serve as run
 
-    return run(server, unit)
+    return run(server, partial(load_unit_app, server, unit), f"{unit.model_name} ({unit.service_type})")
 
 
 def info() -> int:

@@ -60,12 +60,13 @@ def start_metrics_server(settings: ServerSettings) -> Any:
 class Metrics:
     """The metrics one worker records. Label children are cached: ``labels()`` is the slow part."""
 
+    flush_interval = 0.5  # seconds between flushes of the local tallies into the shared files
+
     def __init__(self, settings: UnitSettings):
         from prometheus_client import Counter, Histogram
 
         self._settings = settings
         self._lock = threading.Lock()
-        self.flush_interval = 0.5
         image = settings.predictive_unit_image
         image_name, _, image_version = image.rpartition(":") if ":" in image else (image, "", "")
         na = "NOT_IMPLEMENTED"

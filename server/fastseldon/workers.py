@@ -15,10 +15,11 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from fastseldon import metrics as metrics_mod
-from fastseldon.settings import ServerSettings, UnitSettings
+from fastseldon.settings import ServerSettings
 
 log = logging.getLogger("fastseldon")
 
@@ -32,7 +33,22 @@ class StartupError(Exception):
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(server: ServerSettings, unit: UnitSettings, ready_fd: int) -> int:
+class Served(Protocol):
+    """What a worker serves: an App (one unit) or a graph's app (many); built after the fork."""
+
+    router: Any
+    grpc_methods: dict[str, Any]
+    flush_interval: float
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+AppFactory = Callable[[asyncio.AbstractEventLoop], Awaitable[Served]]
+
+
+def _worker_main(server: ServerSettings, build: AppFactory, ready_fd: int) -> int:
     """Body of a forked worker; returns its exit status."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -41,7 +57,7 @@ def _worker_main(server: ServerSettings, unit: UnitSettings, ready_fd: int) -> i
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_worker(server, unit, ready_fd))
+        return loop.run_until_complete(_worker(server, build, ready_fd))
     finally:
         loop.close()
 
@@ -54,16 +70,13 @@ def _report(fd: int, message: bytes) -> None:
         pass
 
 
-async def _worker(settings: ServerSettings, unit: UnitSettings, ready_fd: int) -> int:
+async def _worker(settings: ServerSettings, build: AppFactory, ready_fd: int) -> int:
     from fastseldon import http
-    from fastseldon.app import App
-    from fastseldon.user_model import ModelLoadError, UserModel, call_load, construct, parse_parameters
+    from fastseldon.user_model import ModelLoadError
 
     loop = asyncio.get_running_loop()
     try:
-        obj = construct(unit.interface_name, parse_parameters(unit.parameters))
-        await call_load(obj)
-        app = App(settings, unit, UserModel.from_object(obj), loop)
+        app = await build(loop)
         http_server = state = None
         if settings.http_enabled:
             http_server, state = await http.serve(app.router, worker_http_socket(settings), max_body=settings.max_body_bytes,
@@ -87,11 +100,11 @@ async def _worker(settings: ServerSettings, unit: UnitSettings, ready_fd: int) -
     parent = os.getppid()
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), app.metrics.flush_interval)
+            await asyncio.wait_for(stop.wait(), app.flush_interval)
         except TimeoutError:
             if os.getppid() != parent:  # the supervisor was killed: don't linger as an orphan
                 break
-        app.metrics.flush()
+        app.flush()
         if state is not None:
             http.close_idle(state, loop.time())
     grace = settings.graceful_timeout
@@ -140,9 +153,10 @@ def reserve_port(settings: ServerSettings, port: int, what: str) -> socket.socke
 class Supervisor:
     """Forks, watches and restarts workers; turns SIGTERM into a bounded, clean drain."""
 
-    def __init__(self, settings: ServerSettings, unit: UnitSettings):
+    def __init__(self, settings: ServerSettings, build: AppFactory, label: str):
         self.settings = settings
-        self.unit = unit
+        self.build = build
+        self.label = label  # what is served, for the start-up line
         self.workers: dict[int, int] = {}  # pid -> slot
         self.reserved: list[socket.socket] = []
         self.stopping = False
@@ -157,7 +171,7 @@ class Supervisor:
             try:
                 for sock in self.reserved:
                     sock.close()
-                code = _worker_main(self.settings, self.unit, write_fd)
+                code = _worker_main(self.settings, self.build, write_fd)
             except BaseException:  # noqa: BLE001
                 logging.getLogger("fastseldon").exception("worker crashed")
             finally:
@@ -213,8 +227,8 @@ class Supervisor:
                 self._terminate_all(5.0)
                 raise
             log.info(
-                "fastseldon serving %s (%s) with %d worker(s): http=%s grpc=%s metrics=%s",
-                self.unit.model_name, self.unit.service_type, s.workers,
+                "fastseldon serving %s with %d worker(s): http=%s grpc=%s metrics=%s",
+                self.label, s.workers,
                 s.http_port if s.http_enabled else "off", s.grpc_port if s.grpc_enabled else "off",
                 s.metrics_port if s.metrics_port > 0 else "off",
             )
@@ -292,10 +306,10 @@ def _describe(status: int) -> str:
     return f"exit status {os.WEXITSTATUS(status)}"
 
 
-def serve(settings: ServerSettings, unit: UnitSettings) -> int:
+def serve(settings: ServerSettings, build: AppFactory, label: str) -> int:
     """Run the server until SIGTERM/SIGINT; the process's exit status."""
     try:
-        return Supervisor(settings, unit).run()
+        return Supervisor(settings, build, label).run()
     except StartupError as exc:
         print(f"fastseldon: error: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
