@@ -12,6 +12,7 @@ USAGE = """usage: fastseldon <command> [options]
 
 commands:
   serve INTERFACE_NAME [options]   serve a Seldon user model class (see `fastseldon serve --help`)
+  graph [SPEC] [options]           serve a SeldonDeployment's inference graph (see `fastseldon graph --help`)
   build SRC IMAGE [--gpu|--cpu]    build a serving image with the CPU or GPU s2i builder
   info                             version and which codec implementation is active
 """
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "serve":
         return serve(rest)
+    if command == "graph":
+        from fastseldon.graph.cli import main as graph_main
+
+        return graph_main(rest)
     if command == "info":
         return info()
     if command == "build":

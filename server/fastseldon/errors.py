@@ -14,7 +14,7 @@ INTERNAL = "MICROSERVICE_INTERNAL_ERROR"
 _GRPC_FOR_STATUS = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
     409: "ABORTED", 412: "FAILED_PRECONDITION", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+    499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
 }
 
 
@@ -82,6 +82,19 @@ class ClientError(FastSeldonError):
         self.grpc_code = _GRPC_FOR_STATUS.get(status, "INVALID_ARGUMENT")
 
 
+class UpstreamError(FastSeldonError):
+    """A unit the graph called answered with an error: its status (and body) go back to the client.
+
+    As with ClientError the status is per instance and the gRPC code follows from it.
+    """
+
+    def __init__(self, message: str, status: int, *, body: bytes | None = None, reason: str | None = None):
+        super().__init__(message, reason=reason or (BAD_DATA if 400 <= status < 500 else INTERNAL))
+        self.http_status = status
+        self.grpc_code = _GRPC_FOR_STATUS.get(status, "INVALID_ARGUMENT" if 400 <= status < 500 else "INTERNAL")
+        self.body = body
+
+
 class InternalError(FastSeldonError):
     """Our own fault, or a server-side state that makes the call impossible (500 / INTERNAL)."""
 
@@ -120,6 +133,37 @@ class QueueFull(Unavailable):
     """More requests wait than the limit allows: shed load at once (503 / RESOURCE_EXHAUSTED)."""
 
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class Loading(Unavailable):
+    """The worker serves, but its model has not finished loading yet (503 / UNAVAILABLE: not ready)."""
+
+
+class RequestTimeout(FastSeldonError):
+    """The client took too long to send its request (408; the connection is closed after it)."""
+
+    http_status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class UriTooLong(FastSeldonError):
+    http_status = 414
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class HeadersTooLarge(FastSeldonError):
+    """Too many header fields, or too many bytes of them (431)."""
+
+    http_status = 431
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class DeadlineExceeded(FastSeldonError):
+    """The request ran past --request-timeout (504 / DEADLINE_EXCEEDED)."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+    reason = INTERNAL
 
 
 def from_user_exception(exc: BaseException) -> FastSeldonError:

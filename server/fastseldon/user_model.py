@@ -18,6 +18,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# A hook's first calls run on the thread pool whatever they cost, and don't count towards its peak.
+WARMUP_CALLS = 3
+
 PARAMETER_TYPES: dict[str, Callable[[str], Any]] = {
     "INT": int,
     "FLOAT": float,
@@ -65,14 +68,20 @@ def parse_parameters(text: str) -> dict[str, Any]:
     return params
 
 
-def import_class(interface_name: str) -> type:
-    """``MyModel`` (MyModel.py in the working directory) or ``package.module.Class``."""
+def import_class(interface_name: str, source_dir: str | None = None) -> type:
+    """``MyModel`` (MyModel.py in the working directory, or in ``source_dir``) or ``package.module.Class``.
+
+    With ``source_dir`` (a graph node's own folder) the module is imported from there even
+    when another node already imported a module of the same name from its folder.
+    """
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     if "." in interface_name:
         module_name, class_name = interface_name.rsplit(".", 1)
     else:
         module_name = class_name = interface_name
+    if source_dir is not None:
+        _prefer_folder(os.path.abspath(source_dir), module_name.split(".")[0])
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -88,6 +97,22 @@ def import_class(interface_name: str) -> type:
     if cls is None:
         raise ModelLoadError(f"module {module_name!r} has no class {class_name!r}")
     return cls
+
+
+def _prefer_folder(folder: str, top: str) -> None:
+    """Put ``folder`` first on sys.path and forget a same-named module loaded from elsewhere.
+
+    Only for modules the folder itself holds: ``fastseldon.components.X`` stays what it is.
+    """
+    if not (os.path.isfile(os.path.join(folder, top + ".py")) or os.path.isdir(os.path.join(folder, top))):
+        return
+    if sys.path[:1] != [folder]:
+        sys.path.insert(0, folder)
+    loaded = sys.modules.get(top)
+    origin = getattr(loaded, "__file__", None) or ""
+    if loaded is not None and not os.path.abspath(origin).startswith(folder + os.sep):
+        for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+            del sys.modules[name]
 
 
 def is_not_implemented(exc: BaseException) -> bool:
@@ -112,12 +137,15 @@ class Hook:
     # Running cost estimate (seconds) deciding whether a sync hook may run on the event loop.
     cost: float = 0.0
     calls: int = 0
+    peak: float = 0.0  # the slowest call after the warm-up ones: once over the inline budget, never inline again
 
     def record(self, seconds: float) -> None:
         """Moving average, except that a call slower than the average takes over at once:
         one slow call must be enough to move a hook off the event loop."""
         self.calls += 1
         self.cost = seconds if self.calls == 1 or seconds > self.cost else self.cost * 0.9 + seconds * 0.1
+        if self.calls > WARMUP_CALLS and seconds > self.peak:  # first calls are slow for cold reasons (imports, caches)
+            self.peak = seconds
 
     def timed_call(self, *args: Any, **kwargs: Any) -> Any:
         """Call a sync hook and update its cost estimate."""
@@ -202,9 +230,9 @@ class UserModel:
         return self.class_names_attr
 
 
-def construct(interface_name: str, parameters: dict[str, Any]) -> Any:
+def construct(interface_name: str, parameters: dict[str, Any], source_dir: str | None = None) -> Any:
     """Import and instantiate the user's class; raise ModelLoadError with a one-line reason."""
-    cls = import_class(interface_name)
+    cls = import_class(interface_name, source_dir)
     try:
         return cls(**parameters)
     except Exception as exc:  # noqa: BLE001 - user constructor

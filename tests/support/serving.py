@@ -93,12 +93,12 @@ def wait_ready(server: Server, timeout: float = 60, grpc_only: bool = False) -> 
 
 @contextmanager
 def running(args: list[str], cwd: Path = MODELS, env: dict[str, str] | None = None, log_dir: Path | None = None,
-            grpc_only: bool = False, expect_exit: int | None = 0) -> Iterator[Server]:
-    """``fastseldon serve ARGS`` in ``cwd``; yields once ready, stops on exit."""
+            grpc_only: bool = False, expect_exit: int | None = 0, command: str = "serve") -> Iterator[Server]:
+    """``fastseldon serve ARGS`` (or another ``command``, e.g. graph) in ``cwd``; yields once ready, stops on exit."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"fastseldon-test-{http_port}.log"
-    cmd = [sys.executable, "-m", "fastseldon", "serve", *args, "--http-port", str(http_port),
+    cmd = [sys.executable, "-m", "fastseldon", command, *args, "--http-port", str(http_port),
            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
     with open(log_path, "wb") as sink:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,

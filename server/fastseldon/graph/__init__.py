@@ -1,0 +1,1 @@
+"""Inference graphs: a SeldonDeployment's predictor run by one server (spec, executor, units, app)."""

@@ -1,0 +1,330 @@
+"""A worker serving one predictor's graph: loads its units, and answers the executor's external API.
+
+Routes are Seldon's executor's (port 8000 / 5001 by default): ``/api/v1.0/predictions``,
+``/api/v1.0/feedback``, ``/api/v1.0/metadata[/{node}]``, ``/ready``, ``/live``, gRPC
+``seldon.protos.Seldon/{Predict,SendFeedback,GraphMetadata}``, and V2 infer of the whole
+graph under the deployment name. Where each node runs is decided here (``place_units``).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from fastseldon import codec
+from fastseldon import seldon_protocol as sp
+from fastseldon import v2_protocol as v2
+from fastseldon.codec.datatypes import datatype_for
+from fastseldon.errors import FastSeldonError, NotFound, UpstreamError
+from fastseldon.graph.executor import GraphExecutor
+from fastseldon.graph.spec import Node, Predictor, SpecError
+from fastseldon.graph.units import GraphUnit, LocalUnit, RemoteGrpcUnit, RemoteRestUnit, as_reply, timeout_from
+from fastseldon.http import JSON, TEXT, Request, Response, Router
+from fastseldon.metrics import Metrics
+from fastseldon.proto import prediction_pb2 as pb
+from fastseldon.runner import HookRunner
+from fastseldon.service import SeldonService
+from fastseldon.settings import ServerSettings, UnitSettings
+from fastseldon.types import InferResult, Message, Tensor
+from fastseldon.user_model import UserModel, call_load, construct, parse_parameters
+
+PUID = b"seldon-puid"
+RestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+# container env -> UnitSettings field, for in-process nodes (the s2i/.s2i/environment names)
+_UNIT_ENV = {
+    "SERVICE_TYPE": ("service_type", str.upper),
+    "MAX_BATCH_SIZE": ("max_batch_size", int),
+    "MAX_BATCH_TIME_MS": ("max_batch_time_ms", float),
+    "MAX_BATCHES_IN_FLIGHT": ("max_batches_in_flight", int),
+    "MAX_BATCH_QUEUE": ("max_batch_queue", int),
+    "PAYLOAD_PASSTHROUGH": ("payload_passthrough", lambda v: v.strip().lower() in ("1", "true", "t")),
+    "INCLUDE_METRICS_IN_CLIENT_RESPONSE": ("include_metrics_in_response", lambda v: v.lower() == "true"),
+    "MODEL_METADATA": ("model_metadata", str),
+}
+
+
+def unit_settings(node: Node, predictor: Predictor) -> UnitSettings:
+    """An in-process node's unit settings: MODEL_NAME and the container's other env, as s2i reads them."""
+    assert node.container is not None
+    env = node.container.env
+    fields: dict[str, Any] = {}
+    for key, (name, cast) in _UNIT_ENV.items():
+        if env.get(key):
+            try:
+                fields[name] = cast(env[key])
+            except ValueError:
+                raise SpecError(f"node {node.name!r}: env {key} has a bad value {env[key]!r}") from None
+    if fields.get("max_batch_size", 0) > 1 and "max_batch_time_ms" not in fields:
+        fields["max_batch_time_ms"] = 5.0
+    parameters = [{"name": p["name"], "value": str(p["value"]), "type": str(p.get("type", "")).upper()}
+                  for p in node.parameters]
+    return UnitSettings(
+        interface_name=env["MODEL_NAME"],
+        model_name=node.name,
+        parameters=codec.dumps(parameters).decode(),
+        predictive_unit_id=node.name,
+        predictive_unit_image=node.image,
+        deployment_name=predictor.deployment,
+        predictor_name=predictor.name,
+        predictor_version=predictor.labels.get("version", ""),
+        **fields,
+    )
+
+
+class GraphMetrics:
+    """Per node call counts and latency, labelled as Seldon's executor labels its client metrics."""
+
+    def __init__(self, predictor: Predictor):
+        from prometheus_client import Histogram
+
+        self.predictor = predictor
+        self._hist = Histogram(
+            "seldon_api_executor_client_requests_seconds", "Time the graph executor spent calling each node",
+            ["deployment_name", "predictor_name", "predictor_version", "model_name", "model_image", "method", "code"],
+            registry=None,
+        )
+
+    def observe(self, node: Node, method: str, seconds: float, error: BaseException | None) -> None:
+        code = "OK" if error is None else str(getattr(error, "http_status", 500))
+        p = self.predictor
+        self._hist.labels(p.deployment or "NOT_IMPLEMENTED", p.name, p.labels.get("version", p.name), node.name,
+                          node.image or "NOT_IMPLEMENTED", method, code).observe(seconds)
+
+
+class GraphApp:
+    """One worker's graph: its units, the executor over them, and the external routes."""
+
+    flush_interval = Metrics.flush_interval
+
+    def __init__(self, server: ServerSettings, predictor: Predictor, units: dict[str, GraphUnit],
+                 local: list[tuple[UnitSettings, Metrics]], executor: ThreadPoolExecutor,
+                 loop: asyncio.AbstractEventLoop, seed: int | None = None):
+        self.server = server
+        self.predictor = predictor
+        self.units = units
+        self.loop = loop
+        self.pool = executor
+        self._local_metrics = [m for _, m in local]
+        self.metrics = Metrics(UnitSettings(interface_name="graph", model_name=predictor.deployment or predictor.name,
+                                            deployment_name=predictor.deployment, predictor_name=predictor.name))
+        self.node_metrics = GraphMetrics(predictor)
+        injection = bool(os.environ.get("SELDON_ENABLE_ROUTING_INJECTION"))
+        self.executor = GraphExecutor(predictor, units, routing_injection=injection, seed=seed,
+                                      observe=self.node_metrics.observe)
+        self.name = predictor.deployment or predictor.name
+        self.router = Router()
+        self.router.set_error_renderer("", render_error)
+        self.router.set_error_renderer("/v2", lambda exc: Response(exc.http_status, v2.error_body(exc), JSON))
+        self.grpc_methods: dict[str, Any] = {}
+        self._add_routes()
+
+    # -- wiring
+
+    def _timed(self, label: str, fn: RestHandler) -> RestHandler:
+        metrics, render = self.metrics, self.router.render_error
+
+        async def handler(request: Request) -> Response:
+            start = time.perf_counter()
+            try:
+                response = await fn(request)
+            except FastSeldonError as exc:
+                response = render(request.path, exc)
+            metrics.observe(label, "rest", str(response.status), time.perf_counter() - start)
+            return response
+
+        return handler
+
+    def _add_routes(self) -> None:
+        r, t = self.router, self._timed
+        r.add(("POST",), ("/api/v1.0/predictions", "/api/v0.1/predictions"), t("/api/v1.0/predictions", self.rest_predict))
+        r.add(("POST",), ("/api/v1.0/feedback", "/api/v0.1/feedback"), t("/api/v1.0/feedback", self.rest_feedback))
+        r.add(("GET",), ("/api/v1.0/metadata",), t("/api/v1.0/metadata", self.rest_graph_metadata))
+        r.add(("GET",), ("/ready",), self.rest_ready)
+        r.add(("GET",), ("/live", "/health/ping"), self.rest_live)
+        r.add(("GET",), ("/v2/health/live", "/v2/health/ready"), self.rest_v2_health)
+        r.add(("POST",), (f"/v2/models/{self.name}/infer",), t("/v2/models/infer", self.rest_v2_infer))
+        r.add(("GET",), (f"/v2/models/{self.name}/ready",), self.rest_v2_ready)
+        r.add_matcher(self._match_node_metadata)
+        self.grpc_methods["/seldon.protos.Seldon/Predict"] = self.grpc_predict
+        self.grpc_methods["/seldon.protos.Seldon/SendFeedback"] = self.grpc_feedback
+        self.grpc_methods["/seldon.protos.Seldon/GraphMetadata"] = self.grpc_graph_metadata
+
+    def _match_node_metadata(self, method: str, path: str) -> RestHandler | None:
+        prefix = "/api/v1.0/metadata/"
+        if method != "GET" or not path.startswith(prefix):
+            return None
+        name = path[len(prefix):]
+        if name not in self.units:
+            raise NotFound(f"no graph node {name!r} answers metadata; nodes: {sorted(self.units)}")
+        unit = self.units[name]
+
+        async def handler(request: Request) -> Response:
+            return Response(200, codec.dumps(await self.loop.run_in_executor(self.pool, unit.metadata)), JSON)
+
+        return self._timed("/api/v1.0/metadata/node", handler)
+
+    # -- REST
+
+    async def rest_predict(self, request: Request) -> Response:
+        puid = _puid(request.headers.get(PUID))
+        obj = sp.parse_rest_body(request.body, request.headers.get(b"content-type", b""), request.query, fast=True)
+        out, _routing = await self.executor.predict(sp.message_from_json(obj, raw=obj), puid)
+        return Response(200, sp.reply_to_json(as_reply(out)), JSON, [(PUID, puid.encode())])
+
+    async def rest_feedback(self, request: Request) -> Response:
+        puid = _puid(request.headers.get(PUID))
+        obj = sp.parse_rest_body(request.body, request.headers.get(b"content-type", b""), request.query, fast=False)
+        out = await self.executor.feedback(sp.feedback_from_json(obj), puid)
+        return Response(200, sp.reply_to_proto_json(as_reply(out)), JSON, [(PUID, puid.encode())])
+
+    async def rest_graph_metadata(self, request: Request) -> Response:
+        return Response(200, codec.dumps(await self.loop.run_in_executor(self.pool, self.graph_metadata)), JSON)
+
+    async def rest_ready(self, request: Request) -> Response:
+        return Response(200, b"ready", TEXT)
+
+    async def rest_live(self, request: Request) -> Response:
+        return Response(200, b"live" if request.path == "/live" else b"pong", TEXT)
+
+    async def rest_v2_health(self, request: Request) -> Response:
+        key = "live" if request.path.endswith("live") else "ready"
+        return Response(200, codec.dumps({key: True}), JSON)
+
+    async def rest_v2_ready(self, request: Request) -> Response:
+        return Response(200, codec.dumps({"name": self.name, "ready": True}), JSON)
+
+    async def rest_v2_infer(self, request: Request) -> Response:
+        """The whole graph over V2: one input tensor in, the graph's result out as ``output-0``."""
+        infer = v2.decode_rest_request(request.body, request.headers, self.name, "", self.server.max_body_bytes)
+        if len(infer.inputs) != 1:
+            raise v2_one_input(len(infer.inputs))
+        x = infer.inputs[0].data
+        out, _ = await self.executor.predict(Message("tensor" if x.dtype.kind in "biuf" else "ndarray", x, []),
+                                             _puid(request.headers.get(PUID)))
+        arr = np.asarray(out.payload)
+        result = InferResult([Tensor("output-0", datatype_for(arr.dtype), arr)])
+        body, ctype, headers = v2.encode_rest_response(result, infer, self.name, "")
+        return Response(200, body, ctype, headers)
+
+    # -- gRPC (on gRPC threads: the walk runs on the loop)
+
+    def _on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def grpc_predict(self, body: bytes) -> bytes:
+        out, _ = self._on_loop(self.executor.predict(sp.message_from_proto_bytes(body), _puid(None)))
+        return sp.reply_to_proto_bytes(as_reply(out))
+
+    def grpc_feedback(self, body: bytes) -> bytes:
+        out = self._on_loop(self.executor.feedback(sp.feedback_from_proto_bytes(body), _puid(None)))
+        return sp.reply_to_proto_bytes(as_reply(out))
+
+    def grpc_graph_metadata(self, body: bytes) -> bytes:
+        from google.protobuf import json_format
+
+        return json_format.ParseDict(self.graph_metadata(), pb.SeldonGraphMetadata(),
+                                     ignore_unknown_fields=True).SerializeToString()
+
+    # -- metadata
+
+    def graph_metadata(self) -> dict[str, Any]:
+        """Seldon's graph metadata: every node's metadata, the root's inputs and the leaf's outputs."""
+        models = {name: unit.metadata() for name, unit in self.units.items()}
+        root = self.predictor.graph
+        leaf = root
+        while leaf.children:
+            leaf = leaf.children[0]
+        return {
+            "name": self.predictor.name,
+            "models": models,
+            "graphinputs": (models.get(root.name) or {}).get("inputs", []),
+            "graphoutputs": (models.get(leaf.name) or {}).get("outputs", []),
+        }
+
+    def flush(self) -> None:
+        self.metrics.flush()
+        for m in self._local_metrics:
+            m.flush()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.flush()
+
+
+def v2_one_input(count: int) -> FastSeldonError:
+    from fastseldon.errors import BadRequest
+
+    return BadRequest(f"a graph's V2 infer takes exactly one input tensor, got {count}")
+
+
+def render_error(exc: FastSeldonError) -> Response:
+    """Seldon's status JSON; a failing unit's own answer goes back as it came."""
+    if isinstance(exc, UpstreamError) and exc.body:
+        return Response(exc.http_status, exc.body, JSON)
+    return Response(exc.http_status, sp.error_body(exc), JSON)
+
+
+def _puid(header: bytes | None) -> str:
+    return header.decode("latin-1") if header else str(uuid.uuid4())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_remotes(items: list[str]) -> dict[str, str]:
+    """``--remote NODE=URL`` flags (http://host:port or grpc://host:port)."""
+    out: dict[str, str] = {}
+    for item in items:
+        node, sep, url = item.partition("=")
+        parts = urlsplit(url)
+        if not sep or not node or parts.scheme not in ("http", "grpc") or not parts.hostname or not parts.port:
+            raise SpecError(f"--remote {item!r}: use NODE=http://host:port or NODE=grpc://host:port")
+        out[node] = url
+    return out
+
+
+async def load_graph_app(server: ServerSettings, predictor: Predictor, source: Path, remotes: dict[str, str],
+                         loop: asyncio.AbstractEventLoop, seed: int | None = None) -> GraphApp:
+    """Place every node (in-process, remote, built in), load the in-process ones, build the app."""
+    unknown = sorted(set(remotes) - {n.name for n in predictor.graph.walk()})
+    if unknown:
+        raise SpecError(f"--remote names nodes the graph does not have: {unknown}")
+    pool = ThreadPoolExecutor(max_workers=max(8, server.grpc_threads), thread_name_prefix="hook")
+    units: dict[str, GraphUnit] = {}
+    local: list[tuple[UnitSettings, Metrics]] = []
+    for node in predictor.graph.walk():
+        timeout = timeout_from(predictor.annotations, node.endpoint.type if node.endpoint else "REST")
+        if node.name in remotes:
+            parts = urlsplit(remotes[node.name])
+            remote_cls = RemoteGrpcUnit if parts.scheme == "grpc" else RemoteRestUnit
+            timeout = timeout_from(predictor.annotations, "GRPC" if parts.scheme == "grpc" else "REST")
+            units[node.name] = remote_cls(node.name, parts.hostname or "", parts.port or 0, pool, timeout)
+        elif node.container is not None and node.container.env.get("MODEL_NAME"):
+            unit = unit_settings(node, predictor)
+            folder = source / node.name if (source / node.name).is_dir() else source
+            obj = construct(unit.interface_name, parse_parameters(unit.parameters), str(folder))
+            await call_load(obj)
+            model = UserModel.from_object(obj)
+            metrics = Metrics(unit)
+            service = SeldonService(model, unit, metrics)
+            runner = HookRunner.for_unit(loop, pool, server.inline_hook_seconds, unit, model)
+            units[node.name] = LocalUnit(node.name, service, runner)
+            local.append((unit, metrics))
+        elif node.endpoint is not None:
+            remote_cls = RemoteGrpcUnit if node.endpoint.type == "GRPC" else RemoteRestUnit
+            units[node.name] = remote_cls(node.name, node.endpoint.host, node.endpoint.port, pool, timeout)
+        elif node.implementation in ("RANDOM_ABTEST", "AVERAGE_COMBINER"):
+            continue  # built into the executor
+        else:
+            raise SpecError(f"node {node.name!r}: its container has no MODEL_NAME env (to load it here) and the node "
+                            f"has no endpoint; set MODEL_NAME or pass --remote {node.name}=http://host:port")
+    return GraphApp(server, predictor, units, local, pool, loop, seed)
