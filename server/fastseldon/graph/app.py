@@ -40,7 +40,7 @@ PUID = b"seldon-puid"
 RestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 # container env -> UnitSettings field, for in-process nodes (the s2i/.s2i/environment names)
-_UNIT_ENV = {
+_UNIT_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_TYPE": ("service_type", str.upper),
     "MAX_BATCH_SIZE": ("max_batch_size", int),
     "MAX_BATCH_TIME_MS": ("max_batch_time_ms", float),

@@ -101,7 +101,7 @@ class GraphExecutor:
         if node.does("AGGREGATE"):
             routing[node.name] = -1
             if unit is not None:
-                return await self._timed(node, "aggregate", unit.aggregate(outputs, puid))  # type: ignore[no-any-return]
+                return await self._timed(node, "aggregate", unit.aggregate(outputs, puid))
             if node.implementation == "AVERAGE_COMBINER":
                 return average(outputs)
         return outputs[0]
@@ -128,7 +128,7 @@ class GraphExecutor:
                     raise outcome
         unit = self.units.get(node.name)
         if node.does("SEND_FEEDBACK") and unit is not None:
-            return await self._timed(node, "send_feedback", unit.send_feedback(feedback, puid))  # type: ignore[no-any-return]
+            return await self._timed(node, "send_feedback", unit.send_feedback(feedback, puid))
         return Message("ndarray", np.array([]), [], {})
 
 

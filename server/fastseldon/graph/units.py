@@ -229,7 +229,7 @@ class RemoteGrpcUnit:
         import grpc
 
         try:
-            return self._calls[method](body, timeout=self.timeout, metadata=(("seldon-puid", puid),))  # type: ignore[no-any-return]
+            return self._calls[method](body, timeout=self.timeout, metadata=(("seldon-puid", puid),))
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             status = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
