@@ -214,7 +214,9 @@ def _extensions() -> list:
             [src],
             include_dirs=include_dirs,
             extra_compile_args=compile_args,
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            # built against numpy 2 headers, loadable on numpy >= 1.24 (numpy 2's C API is
+            # backward compatible down to the target version)
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("NPY_TARGET_VERSION", "NPY_1_24_API_VERSION")],
             depends=depends,
         )
         for src in sources
