@@ -142,8 +142,11 @@ class BuildNativeCodec(build_ext):
                 pending[ext.name] -= 1
                 if pending[ext.name] == 0:
                     self._finish(ext, sorted(objects[ext.name]), took[ext.name], errors.get(ext.name), start)
-        say(f"native codec built in {time.monotonic() - start:.1f} s"
-            + (f" ({len(errors)} of {len(todo)} modules failed)" if errors else ""))
+        if len(errors) == len(todo):
+            say("native codec not built; using the pure-Python codec")
+        else:
+            say(f"native codec built in {time.monotonic() - start:.1f} s"
+                + (f", without {len(errors)} of its {len(todo)} modules" if errors else ""))
 
     def _finish(self, ext, objs: list[str], took: list[str], error: str | None, start: float) -> None:
         if error is None:
