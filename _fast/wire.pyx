@@ -79,6 +79,30 @@ cdef inline int next_field(const uint8_t *buf, Py_ssize_t *pos, Py_ssize_t end, 
     return 1
 
 
+cdef inline int oneof_member(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t end, uint64_t number,
+                              uint64_t others_lo, uint64_t others_hi, Field *member) noexcept nogil:
+    """Find submessage field ``number`` of a oneof among the fields in buf[pos:end]: 1 if it is
+    there (read into ``member``), 0 if not, -1 for a layout left to protobuf: the field twice
+    (protobuf merges) or not length-delimited, another member of the oneof (fields
+    others_lo..others_hi: the last one wins) present, or fields next_field refuses."""
+    cdef Field f
+    cdef int r, seen = 0
+    member.number = member.wire = member.start = member.payload = member.stop = 0  # read only on 1; gcc can't tell
+    while True:
+        r = next_field(buf, &pos, end, &f)
+        if r < 0:
+            return -1
+        if r == 0:
+            return seen
+        if f.number == number:
+            if seen or f.wire != 2:
+                return -1
+            seen = 1
+            member[0] = f
+        elif others_lo <= f.number <= others_hi:
+            return -1
+
+
 cdef inline Py_ssize_t varint_size(uint64_t value) noexcept nogil:
     cdef Py_ssize_t n = 1
     while value >= 0x80:
@@ -112,7 +136,7 @@ def split_seldon(body):
     cdef Py_ssize_t end, pos, p, shape_len = 0, data_inner, tensor_inner, total, w
     cdef Field f, data, tensor
     cdef Py_ssize_t values_at = 0, values_len = 0
-    cdef int r, n_data = 0, n_tensor = 0, n_values = 0
+    cdef int r, n_values = 0
     cdef uint64_t ignored
     cdef bytes rest
     cdef uint8_t *out
@@ -120,38 +144,14 @@ def split_seldon(body):
     try:
         buf = <const uint8_t *>view.buf
         end = view.len
-        pos = 0
-        while True:
-            r = next_field(buf, &pos, end, &f)
-            if r < 0:
-                return None
-            if r == 0:
-                break
-            if f.number == 3:
-                if n_data or f.wire != 2:
-                    return None
-                n_data = 1
-                data = f
-            elif 4 <= f.number <= 7:
-                return None
-        if not n_data:
-            return (None, 0, 0)
-        pos = data.payload
-        while True:
-            r = next_field(buf, &pos, data.stop, &f)
-            if r < 0:
-                return None
-            if r == 0:
-                break
-            if f.number == 2:
-                if n_tensor or f.wire != 2:
-                    return None
-                n_tensor = 1
-                tensor = f
-            elif f.number == 3 or f.number == 4:
-                return None
-        if not n_tensor:
-            return (None, 0, 0)
+        # SeldonMessage.data (3) of oneof data_oneof {data, binData, strData, jsonData, customData (7)}
+        r = oneof_member(buf, 0, end, 3, 4, 7, &data)
+        if r <= 0:
+            return None if r < 0 else (None, 0, 0)
+        # DefaultData.tensor (2) of oneof data_oneof {tensor, ndarray, tftensor (4)}
+        r = oneof_member(buf, data.payload, data.stop, 2, 3, 4, &tensor)
+        if r <= 0:
+            return None if r < 0 else (None, 0, 0)
         # first pass over the tensor: validate, measure the shape payloads, find the values
         pos = tensor.payload
         while True:

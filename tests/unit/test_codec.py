@@ -11,9 +11,11 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
+from google.protobuf.internal import encoder as pb_encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +56,17 @@ def test_public_names_exist():
         assert hasattr(codec, name)
     assert codec.CodecError is CodecError
     assert codec.IMPLEMENTATION in ("native", "reference")
+
+
+def test_all_is_exactly_the_public_api():
+    """codec.__all__ is the one public list: every public name of the package, nothing else."""
+    public = {
+        name
+        for name, value in vars(codec).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name != "annotations"
+    }
+    assert len(set(codec.__all__)) == len(codec.__all__)
+    assert set(codec.__all__) == public
 
 
 # --------------------------------------------------------------------------- Seldon JSON
@@ -512,11 +525,30 @@ def test_seldon_proto_other_fields_kept(impl, extra):
 
 
 def _field(number, wire, payload=b""):
+    if wire == 2:
+        return codec.length_delimited(number, payload)
     tag = bytearray()
     reference._put_varint(tag, number << 3 | wire)
-    if wire == 2:
-        reference._put_varint(tag, len(payload))
     return bytes(tag) + payload
+
+
+_TENSOR = _field(2, 2, _field(1, 2, b"\x02") + _field(2, 2, b"\x00" * 16))  # DefaultData.tensor
+# The oneofs the splitter must respect: SeldonMessage.data (3) among 4..7, DefaultData.tensor
+# (2) among 3..4; fields just outside those ranges are unknown fields and do not clash.
+ONEOF_LAYOUTS = [
+    _field(3, 2, _TENSOR),  # the plain case: split
+    _field(3, 2, _TENSOR) + _field(4, 2, b"bin"),  # binData after data
+    _field(7, 2, b"") + _field(3, 2, _TENSOR),  # customData before data
+    _field(3, 2, _TENSOR) + _field(8, 2, b"?"),  # unknown field 8: still split
+    _field(2, 2, b"") + _field(3, 2, _TENSOR) + _field(1, 2, b""),  # meta and status around data
+    _field(3, 2, _TENSOR + _field(4, 2, b"")),  # tftensor after tensor
+    _field(3, 2, _field(3, 2, b"") + _TENSOR),  # ndarray before tensor
+    _field(3, 2, _field(1, 2, b"n") + _TENSOR + _field(5, 2, b"?")),  # names, unknown 5: split
+    _field(3, 2, _TENSOR + _TENSOR),  # tensor twice (merged)
+    _field(3, 2, _field(2, 0, b"\x01")),  # tensor with the wrong wire type
+    _field(3, 2, b""),  # data without tensor
+    _field(3, 2, _field(1, 2, b"n")),  # names only
+]
 
 
 @pytest.mark.parametrize(
@@ -540,10 +572,25 @@ def _field(number, wire, payload=b""):
         b"\x0b\x0c",  # group
         b"\x00",  # field 0
         b"\x1f",  # wire type 7
-    ],
+    ]
+    + ONEOF_LAYOUTS,
 )
 def test_seldon_proto_unusual_layouts_match_protobuf(impl, body):
     assert _codec_split(impl, body) == _library_split(body)
+
+
+@pytest.mark.skipif(native is None, reason="native codec not built")
+@pytest.mark.parametrize("body", ONEOF_LAYOUTS)
+def test_seldon_split_takes_the_same_layouts_in_both(body):
+    """The wire reader and the reference split (or leave to protobuf) the same messages."""
+    from fastseldon._fast import wire
+
+    try:
+        rest, offset, size, _shape = reference._split_seldon(memoryview(body))
+        expected = (rest, offset, size)
+    except reference._Fallback:
+        expected = None
+    assert wire.split_seldon(body) == expected
 
 
 @SETTINGS
@@ -583,6 +630,36 @@ def test_encode_infer_response_equals_protobuf(impl):
     raws = [impl.encode_raw(a) for a in outs]
     full.raw_output_contents.extend(bytes(r) for r in raws)
     assert impl.encode_infer_response(resp, raws) == full.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "raw,size",
+    # a response of one raw output of `raw` bytes is `size` bytes: around the 1-, 2- and 3-byte
+    # length varints, and one past 2 MiB (a 4-byte length)
+    [(None, 0), (0, 2), (10, 12), (125, 127), (126, 128), (200, 203), (16380, 16383), (16381, 16384), (20000, 20004), (2_100_000, 2_100_005)],
+)
+def test_length_delimited_equals_protobuf_stream_response(raw, size):
+    """length_delimited(2, response bytes) is protobuf's ModelStreamInferResponse{infer_response}."""
+    resp = v2pb.ModelInferResponse()
+    if raw is not None:
+        resp.raw_output_contents.append(bytes(range(256)) * (raw // 256) + bytes(raw % 256))
+    payload = resp.SerializeToString()
+    assert len(payload) == size
+    framed = codec.length_delimited(2, payload)
+    assert type(framed) is bytes
+    assert framed == v2pb.ModelStreamInferResponse(infer_response=resp).SerializeToString()
+    assert v2pb.ModelStreamInferResponse.FromString(framed).infer_response == resp
+
+
+@pytest.mark.parametrize("number", [1, 2, 7, 15, 16, 2047, 2048, 262143, 2**29 - 1])
+@pytest.mark.parametrize("size", [0, 127, 128, 16383, 16384])
+def test_length_delimited_equals_protobuf_encoder(number, size):
+    """Tag and length varints of every width, against protobuf's own encoder."""
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    expected = pb_encoder.TagBytes(number, 2) + pb_encoder._VarintBytes(size) + payload
+    assert codec.length_delimited(number, payload) == expected
+    if number == 7:  # ModelInferRequest.raw_input_contents
+        assert codec.length_delimited(7, payload) == v2pb.ModelInferRequest(raw_input_contents=[payload]).SerializeToString()
 
 
 def test_zero_copy_v2_raw_input_1x10000():
