@@ -362,20 +362,9 @@ def encode_grpc_response(result: InferResult, request: InferRequest, model_name:
     return codec.encode_infer_response(msg, raws)
 
 
-def _length_delimited(field_number: int, payload: bytes) -> bytes:
-    out = bytearray()
-    value = (field_number << 3) | 2
-    for number in (value, len(payload)):
-        while number >= 0x80:
-            out.append((number & 0x7F) | 0x80)
-            number >>= 7
-        out.append(number)
-    return bytes(out) + payload
-
-
 def stream_reply(response: bytes) -> bytes:
     """ModelStreamInferResponse{infer_response} around already serialized ModelInferResponse bytes."""
-    return _length_delimited(2, response)
+    return codec.length_delimited(2, response)
 
 
 # --------------------------------------------------------------------------- metadata
