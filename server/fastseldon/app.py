@@ -12,9 +12,9 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastseldon import seldon_routes, v2_routes
-from fastseldon.errors import FastSeldonError
-from fastseldon.http import Request, Response, Router
+from fastseldon import codec, seldon_routes, v2_routes
+from fastseldon.errors import FastSeldonError, Loading
+from fastseldon.http import JSON, TEXT, Request, Response, Router
 from fastseldon.metrics import Metrics
 from fastseldon.runner import HookRunner
 from fastseldon.service import SeldonService
@@ -53,6 +53,9 @@ class App:
                 response = await fn(request)
             except FastSeldonError as exc:
                 response = render(request.path, exc)
+            except (GeneratorExit, asyncio.CancelledError):  # the front answered 504 (--request-timeout) and let go
+                metrics.observe(label, "rest", "504", time.perf_counter() - start)
+                raise
             metrics.observe(label, "rest", str(response.status), time.perf_counter() - start)
             return response
 
@@ -86,7 +89,59 @@ class App:
 
 
 async def load_unit_app(server: ServerSettings, unit: UnitSettings, loop: asyncio.AbstractEventLoop) -> App:
-    """Import, construct and ``load()`` the unit's class, then build the worker's App around it."""
-    obj = construct(unit.interface_name, parse_parameters(unit.parameters))
-    await call_load(obj)
+    """Import, construct and ``load()`` the unit's class, then build the worker's App around it.
+
+    Importing, the constructor and a sync ``load()`` run on a thread (with the worker's loop as
+    its current loop), so the start-up router keeps answering /health/ping meanwhile; an
+    ``async def load`` is awaited on the loop.
+    """
+    def construct_here() -> Any:
+        asyncio.set_event_loop(loop)  # for user code that asks for "the" loop while it is built
+        return construct(unit.interface_name, parse_parameters(unit.parameters))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as loader:
+        obj = await loop.run_in_executor(loader, construct_here)
+        await call_load(obj, lambda fn: loop.run_in_executor(loader, fn))
     return App(server, unit, UserModel.from_object(obj), loop)
+
+
+LIVE_PATHS = ("/health/ping", "/v2/health/live", "/live")
+
+
+def starting_router() -> Router:
+    """What a worker answers while its app is being built: live, not ready (Kubernetes' readiness)."""
+    router = Router()
+    router.set_error_renderer("", seldon_routes.render_error)
+    router.set_error_renderer("/v2", v2_routes.render_error)
+    live_v2 = codec.dumps({"live": True})
+
+    async def live(request: Request) -> Response:
+        return Response(200, live_v2 if request.path.startswith("/v2") else b"pong", JSON if request.path.startswith("/v2") else TEXT)
+
+    def loading(method: str, path: str) -> Any:
+        raise Loading("the model is loading: not ready yet")
+
+    router.add(("GET",), LIVE_PATHS, live)
+    router.add_matcher(loading)
+    return router
+
+
+def starting_methods() -> dict[str, Any]:
+    """The gRPC side of ``starting_router``: V2 ServerLive answers, everything else is UNAVAILABLE."""
+    from fastseldon.proto import grpc_service_pb2 as pb
+
+    live = pb.ServerLiveResponse(live=True).SerializeToString()
+    not_ready = pb.ServerReadyResponse(ready=False).SerializeToString()
+    model_not_ready = pb.ModelReadyResponse(ready=False).SerializeToString()
+
+    def loading(body: bytes) -> bytes:
+        raise Loading("the model is loading: not ready yet")
+
+    methods: dict[str, Any] = {name: loading for name in (*seldon_routes.GRPC_UNIT_METHODS, *seldon_routes.GRPC_FEEDBACK,
+                                                          *seldon_routes.GRPC_AGGREGATE, *seldon_routes.GRPC_METADATA)}
+    for name in ("ModelInfer", "ModelMetadata", "ServerMetadata"):
+        methods[v2_routes.GRPC_SERVICE + name] = loading
+    methods[v2_routes.GRPC_SERVICE + "ServerLive"] = lambda body: live
+    methods[v2_routes.GRPC_SERVICE + "ServerReady"] = lambda body: not_ready
+    methods[v2_routes.GRPC_SERVICE + "ModelReady"] = lambda body: model_not_ready
+    return methods

@@ -25,6 +25,10 @@ def _fail(message: str) -> int:
 
 def _check_interface(name: str) -> str | None:
     """Cheap pre-flight in the supervisor: is the module findable? (Importing happens in workers.)"""
+    if name.endswith(".py"):
+        stem = os.path.basename(name)[:-3]
+        return (f"{name!r} is a file name; the interface name is the class: {stem!r} (class {stem} in {stem}.py, "
+                "run from the folder that holds it) or package.module.Class")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     module = name.rsplit(".", 1)[0] if "." in name else name
@@ -37,27 +41,40 @@ def _check_interface(name: str) -> str | None:
     return None
 
 
+def _parameters_source(message: str, from_env: bool) -> str:
+    """A bad parameters list is named after where it came from: the flag or PREDICTIVE_UNIT_PARAMETERS."""
+    if not from_env or not os.environ.get("PREDICTIVE_UNIT_PARAMETERS"):
+        return message
+    if "--parameters" in message:
+        return message.replace("--parameters", "PREDICTIVE_UNIT_PARAMETERS")
+    return f"PREDICTIVE_UNIT_PARAMETERS: {message}"
+
+
 def serve(argv: list[str], prog: str = "fastseldon serve") -> int:
     from fastseldon import settings as settings_mod
     from fastseldon.user_model import ModelLoadError, parse_parameters
 
     parser = settings_mod.build_parser(prog)
     args, unknown = parser.parse_known_args(argv)
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if flags:
+        return _fail(f"unknown flag{'s' if len(flags) > 1 else ''} {', '.join(flags)} (see {prog} --help)")
     if unknown:
         return _fail(f"unknown arguments {unknown} (note: like seldon-core-microservice since 1.5.0, "
                      "the API type is not a positional argument; use --api-type)")
     try:
         server, unit = settings_mod.from_args(args)
         parse_parameters(unit.parameters)
-    except (ValueError, ModelLoadError) as exc:
+    except ModelLoadError as exc:
+        return _fail(_parameters_source(str(exc), args.parameters is None))
+    except ValueError as exc:
         return _fail(str(exc))
     problem = _check_interface(unit.interface_name)
     if problem:
         return _fail(problem)
-    logging.basicConfig(
-        level=getattr(logging, server.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
+    from fastseldon.logs import setup
+
+    setup(server.log_level, server.log_format)
     if unit.persistence:
         logging.getLogger("fastseldon").warning("--persistence is deprecated in Seldon and ignored")
     from functools import partial

@@ -12,47 +12,85 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import grpc
 
-from fastseldon.errors import FastSeldonError
+from fastseldon.errors import DeadlineExceeded, FastSeldonError
 from fastseldon.settings import ServerSettings
+from fastseldon.watchdog import activity
 
 log = logging.getLogger(__name__)
 
 BytesHandler = Callable[[bytes], bytes]
 
 
-def _unary(fn: BytesHandler) -> grpc.RpcMethodHandler:
-    def behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            return fn(request)
-        except FastSeldonError as exc:
-            code, details = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)
-        except Exception as exc:  # noqa: BLE001 - never a traceback to the client
-            log.exception("gRPC handler failed")
-            code, details = grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__
-        context.abort(code, details)
-        raise AssertionError("unreachable: ServicerContext.abort raises")
+class MethodTable(grpc.GenericRpcHandler):
+    """The methods a server answers; ``replace`` swaps them while it serves (start-up table -> the app's).
 
-    return grpc.unary_unary_rpc_method_handler(behaviour)
+    Every unary call is registered with the watchdog while it runs (a call stuck past
+    --worker-timeout gets the worker replaced), is not started once the client's deadline has
+    passed, and with ``request_timeout`` runs on ``pool`` so that its thread is freed with
+    DEADLINE_EXCEEDED when it runs too long.
+    """
+
+    def __init__(self, methods: dict[str, Any], request_timeout: float = 0.0, pool: Executor | None = None):
+        self.request_timeout = request_timeout
+        self.pool = pool if request_timeout > 0 else None
+        self.served = 0  # calls answered, for --max-requests (a count across threads: near enough)
+        self._methods: dict[str, grpc.RpcMethodHandler] = {}
+        self.replace(methods)
+
+    def replace(self, methods: dict[str, Any]) -> None:
+        self._methods = {
+            name: fn if isinstance(fn, grpc.RpcMethodHandler) else self._unary(name, fn) for name, fn in methods.items()
+        }
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._methods.get(handler_call_details.method)
+
+    def _unary(self, name: str, fn: BytesHandler) -> grpc.RpcMethodHandler:
+        table = self
+
+        def behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:  # it waited for a thread past its deadline: don't start it
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started")
+            token = activity.begin(name) if table.pool is None else -1
+            try:
+                reply = fn(request) if table.pool is None else table._bounded(name, fn, request, remaining)
+                table.served += 1
+                return reply
+            except FastSeldonError as exc:
+                code, details = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)
+            except Exception as exc:  # noqa: BLE001 - never a traceback to the client
+                log.exception("gRPC handler failed")
+                code, details = grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__
+            finally:
+                activity.end(token)
+            table.served += 1
+            context.abort(code, details)
+            raise AssertionError("unreachable: ServicerContext.abort raises")
+
+        return grpc.unary_unary_rpc_method_handler(behaviour)
+
+    def _bounded(self, name: str, fn: BytesHandler, request: bytes, remaining: float | None) -> bytes:
+        """Run ``fn`` on the pool and wait at most --request-timeout (or the client's deadline, if sooner)."""
+        assert self.pool is not None
+        limit = self.request_timeout if remaining is None else min(self.request_timeout, remaining)
+        future = self.pool.submit(activity.tracked(name, lambda: fn(request)))
+        try:
+            return future.result(limit)
+        except FutureTimeout:
+            future.cancel()
+            raise DeadlineExceeded(f"request timed out after {limit:g}s") from None
 
 
 def stream_method(fn: Callable[[Iterator[bytes], Any], Iterator[bytes]]) -> grpc.RpcMethodHandler:
     """A bidirectional-streaming method on raw bytes (``fn(requests, context)`` yields replies)."""
     return grpc.stream_stream_rpc_method_handler(fn)
-
-
-class _Handlers(grpc.GenericRpcHandler):
-    def __init__(self, methods: dict[str, Any]):
-        self._methods = {
-            name: fn if isinstance(fn, grpc.RpcMethodHandler) else _unary(fn) for name, fn in methods.items()
-        }
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        return self._methods.get(handler_call_details.method)
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
@@ -64,11 +102,14 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     ]
 
 
-def start(settings: ServerSettings, methods: dict[str, Any]) -> grpc.Server:
-    """Start a server for ``methods`` ({"/pkg.Service/Method": bytes handler or RpcMethodHandler})."""
+def start(settings: ServerSettings, methods: dict[str, Any] | MethodTable) -> grpc.Server:
+    """Start a server for ``methods`` ({"/pkg.Service/Method": bytes handler or RpcMethodHandler}, or a
+    MethodTable to swap them later). Messages over ``max_grpc_message_bytes`` (--max-body-bytes) either
+    way are refused with RESOURCE_EXHAUSTED by grpcio itself."""
+    table = methods if isinstance(methods, MethodTable) else MethodTable(methods)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
-        handlers=[_Handlers(methods)],
+        handlers=[table],
         options=server_options(settings),
         maximum_concurrent_rpcs=None,
     )

@@ -21,7 +21,19 @@ from urllib.parse import unquote
 
 import httptools
 
-from fastseldon.errors import BadRequest, FastSeldonError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge
+from fastseldon.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    FastSeldonError,
+    HeadersTooLarge,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    UriTooLong,
+)
+from fastseldon.watchdog import activity
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("fastseldon.access")
@@ -29,8 +41,9 @@ access_log = logging.getLogger("fastseldon.access")
 HIGH_WATER = 64 * 1024
 _REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 413: "Payload Too Large", 415: "Unsupported Media Type", 418: "I'm a teapot",
-    422: "Unprocessable Entity", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long", 415: "Unsupported Media Type", 418: "I'm a teapot",
+    422: "Unprocessable Entity", 431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    503: "Service Unavailable", 504: "Gateway Timeout",
 }
 STATUS_LINE = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()}
 JSON = b"application/json"
@@ -52,6 +65,7 @@ class Response:
     body: bytes = b""
     content_type: bytes = JSON
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    request_id: str | None = None  # the request's puid or V2 id, for the access log
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -119,11 +133,19 @@ def _preflight(request: Request) -> Response:
 
 
 class ServerState:
-    """What all connections of one worker share: live connections and the shutdown flag."""
+    """What all connections of one worker share: live connections, the router, the shutdown flag, a request count."""
 
-    def __init__(self) -> None:
+    def __init__(self, router: Router | None = None) -> None:
         self.connections: set[HttpProtocol] = set()
+        self.router = router
         self.closing = False
+        self.served = 0  # requests answered, for --max-requests
+
+    def swap_router(self, router: Router) -> None:
+        """Serve ``router`` from now on, on open connections too (the worker's start-up router -> its app's)."""
+        self.router = router
+        for conn in self.connections:
+            conn.router = router
 
 
 def _encode_head(resp: Response, keep_alive: bool, origin: bytes | None = None) -> bytes:
@@ -137,9 +159,18 @@ def _encode_head(resp: Response, keep_alive: bool, origin: bytes | None = None) 
     return b"".join(parts)
 
 
+# What the parser is reading on a connection (``HttpProtocol.reading``); the idle sweep times each.
+IDLE, HEAD, BODY = 0, 1, 2
+# httptools accumulates a header split over reads by concatenation: bound what it may hold, so
+# a never-ending header costs at most this much past the limits (one socket read) before 431.
+_HEAD_SLACK = 256 * 1024
+
+
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, router: Router, state: ServerState, loop: asyncio.AbstractEventLoop, *, max_body: int,
-                 keepalive_timeout: float, access: bool = False):
+                 keepalive_timeout: float, access: bool = False, max_request_line: int = 8192,
+                 max_header_bytes: int = 32 * 1024, max_headers: int = 100, header_timeout: float = 60.0,
+                 body_timeout: float = 60.0, request_timeout: float = 0.0):
         # shared by every connection
         self.router = router
         self.state = state
@@ -147,16 +178,32 @@ class HttpProtocol(asyncio.Protocol):
         self.max_body = max_body
         self.keepalive_timeout = keepalive_timeout
         self.access = access
+        self.max_request_line = max_request_line
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.head_guard = max_request_line + max_header_bytes + _HEAD_SLACK
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.request_timeout = request_timeout
         # per connection
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.pipeline: deque[Request] = deque()
         self.busy = False
-        self.idle_since: float | None = None  # loop time the connection went idle; None while busy
+        self.reading = IDLE  # IDLE between requests, HEAD until the headers are in, BODY until the body is
+        self.since = 0.0  # loop time: IDLE since, HEAD started, last BODY progress
+        self.idle_since: float | None = None  # loop time the connection went idle; None while a request is on
+        self.chunk = 0  # size of the read being parsed
+        self.head_bytes = 0  # bytes of reads that carried the current request's head (an upper bound)
         self.reading_paused = False
         self.writing_paused = False
         self.closed = False
         self.closing = False  # a request without keep-alive was read: nothing after it is served
+        self.client = ""
+        # the request being handled: for --request-timeout and the watchdog
+        self.current: Request | None = None
+        self.started = 0.0
+        self.task: asyncio.Task[None] | None = None
         # per request
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
@@ -169,7 +216,10 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.state.connections.add(self)
-        self.idle_since = self.loop.time()
+        self.idle_since = self.since = self.loop.time()
+        if self.access:
+            peer = transport.get_extra_info("peername")
+            self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -177,17 +227,23 @@ class HttpProtocol(asyncio.Protocol):
         self.pipeline.clear()
 
     def data_received(self, data: bytes) -> None:
-        if self.idle_since is not None:
-            self.idle_since = self.loop.time()  # a request is arriving: its clock restarts
         if self.rejected or self.closing:
             return  # the stream is being closed: whatever follows is not read
+        self.chunk = len(data)
+        reading = self.reading
+        if reading == HEAD:
+            self.head_bytes += len(data)
+        elif reading == BODY:
+            self.since = self.loop.time()  # the body-read idle clock restarts with every read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            if not self.closing:  # bytes after a "Connection: close" request are dropped, not answered
+            if not self.closing and not self.rejected:  # bytes after a "Connection: close" request are dropped
                 self._reject(400, f"malformed HTTP request: {exc}")
+        if self.reading == HEAD and self.head_bytes > self.head_guard and not self.rejected:
+            self._reject(431, f"request header fields are over the limit of {self.max_header_bytes} bytes")
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -208,20 +264,43 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = {}
         self.body = []
         self.body_size = 0
+        self.reading = HEAD
+        self.head_bytes = self.chunk
+        self.since = self.loop.time()  # the header clock starts at the request's first byte; more bytes don't restart it
+        self.idle_since = None
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.url += url  # llhttp hands a URL split over reads in pieces; bounded by the check below
+        if len(self.url) > self.max_request_line:
+            self._reject(414, f"request line is over the limit of {self.max_request_line} bytes")
+            raise _Rejected
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
+        self.reading = BODY
+        self.since = self.loop.time()
+        if self.head_bytes > self.max_header_bytes or len(self.headers) > self.max_headers:
+            problem = self._head_problem()
+            if problem:
+                self._reject(431, problem)
+                raise _Rejected
         length = self.headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             self._reject(413, f"request body of {int(length)} bytes is over the limit of {self.max_body} bytes")
             return
         if self.headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _head_problem(self) -> str:
+        """The exact check, only when the cheap bound says the head might be over a limit."""
+        if len(self.headers) > self.max_headers:
+            return f"more than {self.max_headers} request header fields"
+        size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers.items())
+        if size > self.max_header_bytes:
+            return f"request header fields of {size} bytes are over the limit of {self.max_header_bytes} bytes"
+        return ""
 
     def on_body(self, chunk: bytes) -> None:
         if self.rejected:
@@ -233,6 +312,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.reading = IDLE
         if self.rejected or self.parser.should_upgrade():
             return  # an upgrade is refused in data_received; its handler never runs
         url = self.url
@@ -261,7 +341,8 @@ class HttpProtocol(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         self.busy = True
         self.idle_since = None
-        started = time.perf_counter()
+        self.current = activity.request = request
+        self.started = started = time.perf_counter()
         if request.method == "OPTIONS":  # CORS preflight, for every route
             self._finish(request, _preflight(request), started)
             return
@@ -280,7 +361,7 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("handler for %s %s failed", request.method, request.path)
             self._finish(request, self.router.render_error(request.path, InternalError(str(exc))), started)
             return
-        self.loop.create_task(self._resume(request, coro, waiting, started))
+        self.task = self.loop.create_task(self._resume(request, coro, waiting, started))
 
     async def _resume(self, request: Request, coro: Any, waiting: Any, started: float) -> None:
         """Carry on a handler that suspended during its eager start (Python 3.12's eager tasks, by hand)."""
@@ -294,21 +375,34 @@ class HttpProtocol(asyncio.Protocol):
                     waiting._asyncio_future_blocking = False
                     try:
                         await waiting
-                    except BaseException:  # noqa: BLE001 - the handler reads the outcome itself
+                    except asyncio.CancelledError:
+                        if self.current is not request:  # timed out: answered already
+                            coro.close()
+                            return
+                    except Exception:  # noqa: BLE001 - the handler reads the outcome itself
                         pass
+                activity.request = request
                 waiting = coro.send(None)
         except StopIteration as done:
             response = done.value
+        except asyncio.CancelledError:
+            if self.current is not request:
+                coro.close()
+                return
+            raise
         except Exception as exc:  # noqa: BLE001
             log.exception("handler for %s %s failed", request.method, request.path)
             response = self.router.render_error(request.path, InternalError(str(exc)))
-        self._finish(request, response, started)
+        if self.current is request:  # not answered already by the request timeout
+            self._finish(request, response, started)
 
     def _finish(self, request: Request, response: Response, started: float) -> None:
+        self.current = None
+        self.task = None
+        self.state.served += 1
         keep_alive = request.headers.get(b"connection", b"").lower() != b"close" and not self.state.closing
         if self.access:
-            access_log.info('"%s %s" %d %.3fms', request.method, request.path, response.status,
-                            (time.perf_counter() - started) * 1000)
+            self._log_access(request, response, started)
         if self.closed or self.transport is None:
             return
         head = _encode_head(response, keep_alive, request.headers.get(b"origin"))
@@ -326,18 +420,40 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
                 self.reading_paused = False
             self._start(next_request)
-        else:
-            self.idle_since = self.loop.time()
+        elif self.reading == IDLE:
+            self.idle_since = self.since = self.loop.time()
+
+    def _log_access(self, request: Request, response: Response, started: float) -> None:
+        ms = (time.perf_counter() - started) * 1000
+        puid = response.request_id or (request.headers.get(b"seldon-puid") or request.headers.get(b"x-request-id") or b"").decode(
+            "latin-1")
+        access_log.info('%s "%s %s" %d %.3fms%s', self.client or "-", request.method, request.path, response.status, ms,
+                        f" puid={puid}" if puid else "",
+                        extra={"client": self.client, "method": request.method, "route": request.path,
+                               "status": response.status, "latency_ms": round(ms, 3), "puid": puid or None})
+
+    def expire(self) -> None:
+        """--request-timeout: answer the running request 504 now; its handler is cancelled (a hook already
+        running on a thread finishes there, unheard), and the connection carries on."""
+        request, task = self.current, self.task
+        if request is None or task is None:
+            return
+        seconds = time.perf_counter() - self.started
+        log.warning("request %s %s timed out after %.1fs (--request-timeout %gs)", request.method, request.path, seconds,
+                    self.request_timeout)
+        exc = DeadlineExceeded(f"request timed out after {self.request_timeout:g}s")
+        self._finish(request, self.router.render_error(request.path, exc), self.started)
+        task.cancel()
 
     def _reject(self, status: int, message: str) -> None:
-        """Answer an unreadable or oversized request and close: the stream can't be trusted after it."""
+        """Answer an unreadable, oversized or too slow request and close: the stream can't be trusted after it."""
         if self.rejected:
             return  # one answer per broken stream
         self.rejected = True
         if self.transport is None or self.closed:
             return
-        exc = PayloadTooLarge(message) if status == 413 else BadRequest(message)
-        response = self.router.render_error(self.url.decode("latin-1") or None, exc)
+        kind = _REJECTIONS.get(status, BadRequest)
+        response = self.router.render_error(self.url.decode("latin-1") or None, kind(message))
         self.transport.write(_encode_head(response, False) + response.body)
         self.transport.close()
 
@@ -349,38 +465,85 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+class _Rejected(Exception):
+    """Raised from a parser callback after answering: httptools stops parsing this stream."""
+
+
+_REJECTIONS: dict[int, type[FastSeldonError]] = {
+    408: RequestTimeout, 413: PayloadTooLarge, 414: UriTooLong, 431: HeadersTooLarge,
+}
+
+
 def close_idle(state: ServerState, now: float) -> None:
-    """The keep-alive timeout, for all connections at once: one sweep per worker every half
-    second instead of a timer armed and cancelled on every request. Keep it above the idle
-    timeout of any proxy in front (nginx, ingress), or the proxy will reuse a closed socket."""
+    """Every clock of every connection, in one sweep per worker every half second instead of a
+    timer armed and cancelled on every request:
+
+    * keep-alive: an idle connection closes after ``keepalive_timeout``. Keep it above the idle
+      timeout of any proxy in front (nginx, ingress), or the proxy will reuse a closed socket;
+    * headers: a request whose headers are not all in ``header_timeout`` after its first byte
+      gets 408 and the connection closes (slowloris: more bytes don't restart the clock);
+    * body: a body that stalls for ``body_timeout`` between reads gets 408 and closes;
+    * ``request_timeout``: a handler still running gets 504, and the connection carries on.
+    """
+    clock = 0.0
     for conn in list(state.connections):
-        if conn.idle_since is not None and not conn.busy and now - conn.idle_since > conn.keepalive_timeout > 0:
-            if conn.transport is not None:
+        if conn.busy:
+            if conn.request_timeout > 0 and conn.task is not None:
+                clock = clock or time.perf_counter()
+                if clock - conn.started > conn.request_timeout:
+                    conn.expire()
+            continue
+        if conn.transport is None or conn.rejected:
+            continue
+        reading = conn.reading
+        if reading == IDLE:
+            if conn.idle_since is not None and now - conn.idle_since > conn.keepalive_timeout > 0:
                 conn.transport.close()
+        elif reading == HEAD:
+            if now - conn.since > conn.header_timeout > 0:
+                conn._reject(408, f"request headers not received within {conn.header_timeout:g}s")
+        elif now - conn.since > conn.body_timeout > 0:
+            conn._reject(408, f"request body stalled for more than {conn.body_timeout:g}s")
 
 
-async def serve(router: Router, sock: Any, *, max_body: int, keepalive_timeout: float, access: bool = False
-                ) -> tuple[asyncio.AbstractServer, ServerState]:
-    """Start accepting on an already bound socket (shared by all workers)."""
+async def serve(router: Router, sock: Any, *, max_body: int, keepalive_timeout: float, access: bool = False,
+                **limits: Any) -> tuple[asyncio.AbstractServer, ServerState]:
+    """Start accepting on a bound socket; ``limits`` are HttpProtocol's keyword arguments (max_request_line, ...)."""
     loop = asyncio.get_running_loop()
-    state = ServerState()
+    state = ServerState(router)
 
     def factory() -> HttpProtocol:
-        return HttpProtocol(router, state, loop, max_body=max_body, keepalive_timeout=keepalive_timeout, access=access)
+        assert state.router is not None
+        return HttpProtocol(state.router, state, loop, max_body=max_body, keepalive_timeout=keepalive_timeout,
+                            access=access, **limits)
 
     server = await loop.create_server(factory, sock=sock, backlog=2048)
     return server, state
 
 
-async def drain(server: asyncio.AbstractServer, state: ServerState, timeout: float) -> None:
-    """Stop accepting, let in-flight requests finish (bounded), then close what is left."""
+async def drain(server: asyncio.AbstractServer, state: ServerState, timeout: float, idle_grace: float = 0.0) -> None:
+    """Stop accepting, let in-flight requests finish (bounded), then close what is left.
+
+    With ``idle_grace``, a keep-alive connection is closed only once it has been idle that long:
+    a client sending request after request gets its next answer with ``connection: close``
+    instead of racing our close with its next request (which it would see as a reset).
+    """
     state.closing = True
     server.close()
-    for conn in list(state.connections):
-        conn.shutdown()
+    loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
-    while state.connections and time.monotonic() < deadline:
+    while True:
+        now = loop.time()
+        for conn in list(state.connections):
+            if conn.idle_since is None or now - conn.idle_since >= idle_grace:
+                conn.shutdown()
+        if not state.connections or time.monotonic() >= deadline:
+            break
         await asyncio.sleep(0.02)
     for conn in list(state.connections):
-        if conn.transport is not None:
+        if conn.transport is None:
+            continue
+        if conn.busy or conn.pipeline:
             conn.transport.abort()
+        else:
+            conn.transport.close()

@@ -47,12 +47,106 @@ def mark_worker_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def start_metrics_server(settings: ServerSettings) -> Any:
-    """Serve the merged metrics of all workers on the metrics port (a thread in the supervisor)."""
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+# Every family the workers write, so a scrape shows them (HELP and TYPE) before the first request.
+WORKER_FAMILIES = (
+    ("fastseldon_requests", "counter", "Requests handled, by endpoint, protocol and status"),
+    ("fastseldon_request_duration_seconds", "histogram", "Request handling time from parsed request to encoded reply"),
+    ("seldon_api_model_feedback", "counter", "Feedback calls with a non-zero reward"),
+    ("seldon_api_model_feedback_reward", "counter", "Sum of feedback rewards"),
+)
+
+
+class _Merged:
+    """The workers' metrics merged from their files, plus the families nobody has written yet."""
+
+    def __init__(self, path: str | None):
+        from prometheus_client import multiprocess
+
+        self._collector = multiprocess.MultiProcessCollector(None, path)
+
+    def collect(self) -> Any:
+        from prometheus_client.metrics_core import Metric
+
+        seen = set()
+        for family in self._collector.collect():
+            seen.add(family.name)
+            yield family
+        for name, kind, documentation in WORKER_FAMILIES:
+            if name not in seen:
+                yield Metric(name, documentation, kind)
+
+
+class WorkerProcesses:
+    """``fastseldon_worker_*``: each worker's memory, CPU, open files and start time, from /proc, by slot.
+
+    (prometheus_client's own ``process_*`` describe the process serving the scrape: the supervisor.)
+    """
+
+    def __init__(self, workers: Any):
+        self._workers = workers  # () -> {slot: pid} of the workers serving now
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        rss = GaugeMetricFamily("fastseldon_worker_resident_memory_bytes", "Resident memory of each worker", labels=["worker"])
+        cpu = CounterMetricFamily("fastseldon_worker_cpu_seconds", "CPU time of each worker (user and system)", labels=["worker"])
+        fds = GaugeMetricFamily("fastseldon_worker_open_fds", "Open file descriptors of each worker", labels=["worker"])
+        start = GaugeMetricFamily("fastseldon_worker_start_time_seconds", "When each worker started, in seconds since the epoch",
+                                  labels=["worker"])
+        for slot, pid in sorted(self._workers().items()):
+            stat = process_stat(pid)
+            if stat is None:
+                continue
+            label = [str(slot)]
+            rss.add_metric(label, stat["rss"])
+            cpu.add_metric(label, stat["cpu"])
+            start.add_metric(label, stat["start"])
+            try:
+                fds.add_metric(label, len(os.listdir(f"/proc/{pid}/fd")))
+            except OSError:
+                pass
+        yield from (rss, cpu, fds, start)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _boot_time() -> float:
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+_BOOT = _boot_time()
+
+
+def process_stat(pid: int) -> dict[str, float] | None:
+    """Resident bytes, CPU seconds and start time (epoch seconds) of a process, from /proc; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # fields[0] is field 3 of proc(5): utime 14, stime 15, starttime 22, rss 24
+    return {"cpu": (int(fields[11]) + int(fields[12])) / _TICKS, "start": _BOOT + int(fields[19]) / _TICKS,
+            "rss": int(fields[21]) * _PAGE}
+
+
+def start_metrics_server(settings: ServerSettings, collectors: tuple[Any, ...] = ()) -> Any:
+    """Serve the merged metrics of all workers on the metrics port (a thread in the supervisor), with
+    every family present from the start, the supervisor's ``process_*``/``python_*`` and ``collectors``."""
+    from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    registry.register(_Merged(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, *collectors):
+        registry.register(collector)
     server, thread = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
     return server
 

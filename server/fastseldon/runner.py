@@ -5,8 +5,9 @@ One ``HookRunner`` per unit. It drives service steps (``run`` on the loop for RE
 
 * ``async def`` hooks are awaited on the loop;
 * sync hooks measured cheaper than ``inline_seconds`` run right on the loop (a thread hop
-  would cost more than the hook); their first calls, and every call after a slow one, go
-  to the pool so a slow predict never stalls other connections for more than one call;
+  would cost more than the hook); their first calls go to the pool, and a hook that ever
+  took longer than that after them never runs on the loop again, so a slow predict stalls
+  other connections for at most one call (and a hung one is the watchdog's, watchdog.py);
 * on a gRPC thread sync hooks run on that thread;
 * a batchable predict goes to the unit's adaptive batcher when batching is on.
 
@@ -22,14 +23,16 @@ from typing import Any
 
 from fastseldon.batching import AdaptiveBatcher, batcher_for
 from fastseldon.errors import FastSeldonError, from_user_exception
+from fastseldon.logs import UserErrors
 from fastseldon.settings import UnitSettings
 from fastseldon.steps import Call, Steps, drive_async, drive_sync
-from fastseldon.user_model import UserModel
+from fastseldon.user_model import WARMUP_CALLS, UserModel
+from fastseldon.watchdog import activity
 
 log = logging.getLogger(__name__)
 
 # Warm-up calls that always go to the thread pool, so a slow first predict can't stall the loop.
-PROBE_CALLS = 3
+PROBE_CALLS = WARMUP_CALLS
 
 
 class HookRunner:
@@ -58,9 +61,15 @@ class HookRunner:
             return await self.batcher.submit(call)  # sync and async predicts alike
         if hook.is_async:
             return await hook.fn(*call.args, **call.kwargs)
-        if hook.calls >= PROBE_CALLS and hook.cost < self.inline_seconds:
+        if hook.calls >= PROBE_CALLS and hook.peak < self.inline_seconds and hook.cost < self.inline_seconds:
             return hook.timed_call(*call.args, **call.kwargs)
-        return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
+        return await self._pooled(call)
+
+    def _pooled(self, call: Call) -> Any:
+        """A sync hook on the pool, registered with the watchdog under the request that asked for it."""
+        hook = call.hook
+        work = activity.tracked(activity.loop_route(), lambda: hook.timed_call(*call.args, **call.kwargs))
+        return self.loop.run_in_executor(self.executor, work)
 
     def invoke_blocking(self, call: Call) -> Any:
         """From a gRPC handler thread: sync hooks run right here, the rest go via the loop."""
@@ -80,7 +89,7 @@ class HookRunner:
         hook = call.hook
         if hook.is_async:
             return await hook.fn(*call.args, **call.kwargs)
-        return await self.loop.run_in_executor(self.executor, lambda: hook.timed_call(*call.args, **call.kwargs))
+        return await self._pooled(call)
 
     async def in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Any sync function on the pool (the batcher stacks rows there, off the loop)."""
@@ -101,9 +110,12 @@ class HookRunner:
             raise _ours(exc) from None
 
 
+_user_errors = UserErrors(log)
+
+
 def _ours(exc: Exception) -> FastSeldonError:
     """Our errors pass; anything else came from user code and is logged before it becomes a 500."""
     if isinstance(exc, FastSeldonError):
         return exc
-    log.error("user model error: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+    _user_errors.log(exc)
     return from_user_exception(exc)

@@ -16,6 +16,7 @@ from typing import Any
 SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
 API_TYPES = ("REST", "GRPC", "BOTH")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 ONNX_CLASS = "fastseldon.runtimes.onnx.OnnxModel"
 
 
@@ -34,10 +35,23 @@ class ServerSettings:
     log_level: str = "INFO"
     access_log: bool = False
     max_body_bytes: int = 100 * 1024 * 1024
-    max_grpc_message_bytes: int = 2**31 - 1
+    max_grpc_message_bytes: int = 100 * 1024 * 1024  # from --max-body-bytes: a gRPC message is a body too
     keepalive_timeout: float = 75.0
     graceful_timeout: float = 20.0
     inline_hook_seconds: float = 0.0005
+    # watchdog, timeouts and recycling (gunicorn's --timeout, --max-requests, --max-requests-jitter)
+    worker_timeout: float = 30.0  # a worker whose loop (or a call on a thread) is stuck this long is replaced; 0: off
+    request_timeout: float = 0.0  # 504 / DEADLINE_EXCEEDED past this; 0: off
+    max_requests: int = 0  # a worker that served this many requests is replaced gracefully; 0: never
+    max_requests_jitter: int = 0
+    max_worker_memory: int = 0  # bytes of resident memory past which a worker is replaced gracefully; 0: off
+    # HTTP limits (nginx's defaults: 8 KiB request line, 32 KiB of headers, 60 s to send them or to send more body)
+    max_request_line: int = 8192
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout: float = 60.0
+    body_timeout: float = 60.0
+    log_format: str = "text"
 
     @property
     def http_enabled(self) -> bool:
@@ -100,6 +114,27 @@ def _device(value: str) -> str:
     raise argparse.ArgumentTypeError(f"invalid device {value!r}: use auto, cpu, cuda or cuda:N")
 
 
+def parse_size(text: str) -> int:
+    """Bytes, with an optional binary suffix: ``1048576``, ``512K``, ``100M``, ``2G`` (``Mi``/``MiB`` too)."""
+    value = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(value[-1:], 1)
+    number = value[:-1] if scale > 1 else value
+    try:
+        size = int(float(number) * scale)
+    except ValueError:
+        raise ValueError(f"invalid size {text!r}: use bytes or a K, M, G suffix") from None
+    if size < 0:
+        raise ValueError(f"invalid size {text!r}: must not be negative")
+    return size
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Serve a Seldon user model class over Seldon v1 and V2.")
     p.add_argument("interface_name", nargs="?", help="MyModel (MyModel.py in the working directory) or package.module.Class")
@@ -119,9 +154,31 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", default=None, help="log every request (env GUNICORN_ACCESS_LOG)")
     p.add_argument("--inline-hook-us", type=float, help="sync hooks measured faster than this run on the event loop, "
                    "slower ones on a thread pool (env FASTSELDON_INLINE_HOOK_US, default 500; 0 = always the pool)")
-    p.add_argument("--max-body-bytes", type=int, help="largest request body accepted (default 100 MiB)")
+    p.add_argument("--max-body-bytes", type=_size_arg, help="largest request body or gRPC message accepted, and largest gRPC "
+                   "reply sent (env FASTSELDON_MAX_BODY_BYTES, default 100M)")
     p.add_argument("--keepalive", type=float, help="idle keep-alive timeout in seconds (default 75; keep it above your proxy's)")
     p.add_argument("--graceful-timeout", type=float, help="seconds to finish in-flight requests on SIGTERM (default 20)")
+    p.add_argument("--worker-timeout", type=float, help="replace a worker whose event loop, or a call on one of its threads, "
+                   "is stuck this many seconds (env FASTSELDON_WORKER_TIMEOUT or GUNICORN_TIMEOUT, default 30; 0 = off)")
+    p.add_argument("--request-timeout", type=float, help="answer 504 / DEADLINE_EXCEEDED to a request still running after this "
+                   "many seconds (env FASTSELDON_REQUEST_TIMEOUT, default 0 = off)")
+    p.add_argument("--max-requests", type=int, help="replace a worker, gracefully, after it served this many requests "
+                   "(env FASTSELDON_MAX_REQUESTS or GUNICORN_MAX_REQUESTS, default 0 = never)")
+    p.add_argument("--max-requests-jitter", type=int, help="add up to this many requests to each worker's --max-requests "
+                   "(env FASTSELDON_MAX_REQUESTS_JITTER or GUNICORN_MAX_REQUESTS_JITTER, default 0)")
+    p.add_argument("--max-worker-memory", type=_size_arg, help="replace a worker, gracefully, once its resident memory is over "
+                   "this (e.g. 2G; env FASTSELDON_MAX_WORKER_MEMORY, default 0 = off)")
+    p.add_argument("--max-request-line", type=int, help="longest request line (414 above it; env FASTSELDON_MAX_REQUEST_LINE, "
+                   "default 8192)")
+    p.add_argument("--max-header-bytes", type=_size_arg, help="largest header section (431 above it; env FASTSELDON_MAX_HEADER_BYTES, "
+                   "default 32K)")
+    p.add_argument("--max-headers", type=int, help="most header fields (431 above it; env FASTSELDON_MAX_HEADERS, default 100)")
+    p.add_argument("--header-timeout", type=float, help="seconds a client has to send a request's headers (408 then close; "
+                   "env FASTSELDON_HEADER_TIMEOUT, default 60)")
+    p.add_argument("--body-timeout", type=float, help="seconds a request body may stall between reads (408 then close; "
+                   "env FASTSELDON_BODY_TIMEOUT, default 60)")
+    p.add_argument("--log-format", type=str.lower, choices=LOG_FORMATS, help="text, or json: one object per line "
+                   "(env FASTSELDON_LOG_FORMAT, default text)")
     p.add_argument("--max-batch-size", type=int, help="adaptive batching: most rows per predict call (env MAX_BATCH_SIZE; off)")
     p.add_argument("--max-batch-time-ms", type=float, help="adaptive batching: longest wait for a batch to fill (env MAX_BATCH_TIME_MS)")
     p.add_argument("--max-batches-in-flight", type=int, help="adaptive batching: predict calls running at once per worker "
@@ -130,7 +187,7 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p.add_argument("--onnx", metavar="PATH", help="serve an ONNX model file with no user code")
     p.add_argument("--device", type=_device, help="ONNX device: auto, cpu, cuda or cuda:N (env DEVICE, default auto)")
     # Accepted so seldon-core-microservice command lines keep working; gunicorn/Flask knobs mean nothing here.
-    for legacy in ("--threads", "--max-requests", "--max-requests-jitter", "--single-threaded", "--tracing"):
+    for legacy in ("--threads", "--single-threaded", "--tracing"):
         p.add_argument(legacy, type=int, nargs="?", const=1, help=argparse.SUPPRESS)
     p.add_argument("--debug", nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--pidfile", help=argparse.SUPPRESS)
@@ -151,7 +208,7 @@ def _picker(env: Mapping[str, str]) -> Callable[..., Any]:
         try:
             return cast(_first(env, names, default))
         except ValueError:
-            raise ValueError(f"environment variable {names[0]} has a bad value: {_first(env, names, default)!r}") from None
+            raise ValueError(f"{_source(env, names)} has a bad value: {_first(env, names, default)!r}") from None
 
     return pick
 
@@ -213,6 +270,10 @@ def _server_from(args: argparse.Namespace, env: Mapping[str, str], unit: UnitSet
     if args.grpc_workers == 0 or (args.grpc_workers is None and env.get("GRPC_WORKERS") == "0"):
         grpc_port = 0
     workers = pick(args.workers, ("FASTSELDON_WORKERS", "GUNICORN_WORKERS"), 1, int)
+    if workers < 1:
+        source = "--workers" if args.workers is not None else _source(env, ("FASTSELDON_WORKERS", "GUNICORN_WORKERS"))
+        raise ValueError(f"{source} must be at least 1 (got {workers})")
+    max_body = pick(args.max_body_bytes, ("FASTSELDON_MAX_BODY_BYTES",), 100 * 1024 * 1024, parse_size)
     server = ServerSettings(
         host=args.host or env.get("FASTSELDON_HOST", "0.0.0.0"),
         http_port=pick(args.http_port, ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT",), 9000, int),
@@ -220,16 +281,41 @@ def _server_from(args: argparse.Namespace, env: Mapping[str, str], unit: UnitSet
         metrics_port=pick(args.metrics_port, ("PREDICTIVE_UNIT_METRICS_SERVICE_PORT",), 6000, int),
         metrics_path=env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", "/metrics"),
         api_type=api_type,
-        workers=max(1, workers),
+        workers=workers,
         # a gRPC handler thread holds its request until the batch answers: batches over gRPC need threads
         grpc_threads=max(1, pick(args.grpc_threads, ("GRPC_THREADS",), max(4, min(unit.max_batch_size, 128)), int)),
         log_level=pick(args.log_level, ("SELDON_LOG_LEVEL",), "INFO", str.upper),
         access_log=args.access_log if args.access_log is not None else _env_bool(env, "GUNICORN_ACCESS_LOG", False),
         inline_hook_seconds=pick(args.inline_hook_us, ("FASTSELDON_INLINE_HOOK_US",), 500.0, float) / 1e6,
-        max_body_bytes=pick(args.max_body_bytes, ("FASTSELDON_MAX_BODY_BYTES",), 100 * 1024 * 1024, int),
+        max_body_bytes=max_body,
+        max_grpc_message_bytes=min(max_body, 2**31 - 1),  # grpcio's options are C ints
         keepalive_timeout=pick(args.keepalive, ("FASTSELDON_KEEPALIVE",), 75.0, float),
         graceful_timeout=pick(args.graceful_timeout, ("FASTSELDON_GRACEFUL_TIMEOUT",), 20.0, float),
+        worker_timeout=pick(args.worker_timeout, ("FASTSELDON_WORKER_TIMEOUT", "GUNICORN_TIMEOUT"), 30.0, float),
+        request_timeout=pick(args.request_timeout, ("FASTSELDON_REQUEST_TIMEOUT",), 0.0, float),
+        max_requests=pick(args.max_requests, ("FASTSELDON_MAX_REQUESTS", "GUNICORN_MAX_REQUESTS"), 0, int),
+        max_requests_jitter=pick(args.max_requests_jitter, ("FASTSELDON_MAX_REQUESTS_JITTER", "GUNICORN_MAX_REQUESTS_JITTER"), 0, int),
+        max_worker_memory=pick(args.max_worker_memory, ("FASTSELDON_MAX_WORKER_MEMORY",), 0, parse_size),
+        max_request_line=pick(args.max_request_line, ("FASTSELDON_MAX_REQUEST_LINE",), 8192, int),
+        max_header_bytes=pick(args.max_header_bytes, ("FASTSELDON_MAX_HEADER_BYTES",), 32 * 1024, parse_size),
+        max_headers=pick(args.max_headers, ("FASTSELDON_MAX_HEADERS",), 100, int),
+        header_timeout=pick(args.header_timeout, ("FASTSELDON_HEADER_TIMEOUT",), 60.0, float),
+        body_timeout=pick(args.body_timeout, ("FASTSELDON_BODY_TIMEOUT",), 60.0, float),
+        log_format=pick(args.log_format, ("FASTSELDON_LOG_FORMAT",), "text", str.lower),
     )
     if server.log_level not in LOG_LEVELS:
         raise ValueError(f"unknown log level {server.log_level!r}")
+    if server.log_format not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {server.log_format!r}; use text or json")
+    for name in ("worker_timeout", "request_timeout", "max_requests", "max_requests_jitter", "header_timeout", "body_timeout"):
+        if getattr(server, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+    for name in ("max_request_line", "max_header_bytes", "max_headers"):
+        if getattr(server, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     return server
+
+
+def _source(env: Mapping[str, str], names: tuple[str, ...]) -> str:
+    """The environment variable a value came from, for error messages."""
+    return next((f"environment variable {name}" for name in names if env.get(name)), names[0])

@@ -239,13 +239,19 @@ def construct(interface_name: str, parameters: dict[str, Any], source_dir: str |
         raise ModelLoadError(f"{cls.__name__}(**{parameters!r}) failed: {type(exc).__name__}: {exc}") from None
 
 
-async def call_load(obj: Any) -> None:
-    """Run the user's optional ``load()`` (sync or async); Seldon ignores a missing one."""
+async def call_load(obj: Any, run_sync: Callable[[Callable[[], Any]], Any] | None = None) -> None:
+    """Run the user's optional ``load()`` (sync or async); Seldon ignores a missing one.
+
+    ``run_sync`` runs a sync ``load`` (e.g. on a thread, awaitable); without it, it is called here.
+    """
     load = getattr(obj, "load", None)
     if not callable(load):
         return
     try:
-        result = load()
+        if run_sync is not None and not inspect.iscoroutinefunction(load):
+            result = await run_sync(load)
+        else:
+            result = load()
         if inspect.isawaitable(result):
             await result
     except NotImplementedError:

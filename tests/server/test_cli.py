@@ -68,10 +68,12 @@ def test_microservice_entry_and_dotted_interface_with_env_ports():
         while True:
             try:
                 r = requests.post(f"http://127.0.0.1:{http_port}/predict", json={"data": {"ndarray": [[1]]}}, timeout=1)
-                break
+                if r.status_code != 503:  # 503 while the model loads: the port opens first
+                    break
             except requests.ConnectionError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.05)
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
         assert r.json()["meta"]["tags"]["label"] == "from-env"
     finally:
         proc.terminate()

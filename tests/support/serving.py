@@ -74,16 +74,30 @@ class Server:
         return code
 
 
+def _grpc_ready(target: str) -> bool:
+    """V2 ServerReady over gRPC (a server without it, UNIMPLEMENTED, has its app up: the start-up table has it)."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        ready = channel.unary_unary("/inference.GRPCInferenceService/ServerReady",
+                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        try:
+            return ready(b"", timeout=0.5) == b"\x08\x01"
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def wait_ready(server: Server, timeout: float = 60, grpc_only: bool = False) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.output()}")
         try:
+            # ready, not just live: the ports open (and /health/ping answers) before the model has loaded
             if grpc_only:
-                with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=0.5):
+                if _grpc_ready(server.grpc_target):
                     return
-            elif requests.get(server.url + "/health/ping", timeout=0.5).status_code == 200:
+            elif requests.get(server.url + "/v2/health/ready", timeout=0.5).status_code == 200:
                 return
         except (requests.RequestException, OSError):
             pass
