@@ -95,6 +95,18 @@ class UpstreamError(FastSeldonError):
         self.body = body
 
 
+class UserStatusError(FastSeldonError):
+    """A user exception with its own ``status_code`` and ``to_dict()``: Seldon's documented
+    ``model_error_handler`` pattern (and SeldonMicroserviceException itself). REST answers that
+    status with ``to_dict()`` as the body; gRPC's code follows from the status."""
+
+    def __init__(self, message: str, status: int, document: dict, *, reason: str | None = None):
+        super().__init__(message, reason=reason or (BAD_DATA if status < 500 else INTERNAL))
+        self.http_status = status
+        self.grpc_code = _GRPC_FOR_STATUS.get(status, "INVALID_ARGUMENT" if status < 500 else "INTERNAL")
+        self.document = document
+
+
 class InternalError(FastSeldonError):
     """Our own fault, or a server-side state that makes the call impossible (500 / INTERNAL)."""
 
@@ -176,6 +188,14 @@ def from_user_exception(exc: BaseException) -> FastSeldonError:
     message = getattr(exc, "message", None) or str(exc)
     if not isinstance(message, str):
         message = str(message)
+    to_dict = getattr(exc, "to_dict", None)
+    if isinstance(status, int) and 100 <= status < 600 and callable(to_dict):
+        try:
+            document = to_dict()
+        except Exception:  # noqa: BLE001 - user code; fall back to the status alone
+            document = None
+        if isinstance(document, dict):
+            return UserStatusError(message, status, document, reason=reason)
     if isinstance(status, int) and 400 <= status < 500:
         if status == 400:
             return BadRequest(message, reason=reason)

@@ -161,19 +161,22 @@ class Metrics:
 
         self._settings = settings
         self._lock = threading.Lock()
-        image = settings.predictive_unit_image
-        image_name, _, image_version = image.rpartition(":") if ":" in image else (image, "", "")
+        # Seldon's labels exactly (seldon_core/metrics.py): unset values are NOT_IMPLEMENTED, the
+        # image splits at its last ":" (no ":" at all: the whole of it is the version)
         na = "NOT_IMPLEMENTED"
+        image = settings.predictive_unit_image or f"{na}:{na}"
+        *name_parts, image_version = image.split(":")
+        image_name = ":".join(name_parts)
         self._default_labels = {
             "deployment_name": settings.deployment_name or na,
-            "model_name": settings.predictive_unit_id or settings.model_name or na,
-            "model_image": image_name or na,
-            "model_version": image_version or na,
+            "model_name": settings.predictive_unit_id or na,
+            "model_image": image_name,
+            "model_version": image_version,
             "predictor_name": settings.predictor_name or na,
             "predictor_version": settings.predictor_version or na,
             "seldon_deployment_name": settings.deployment_name or na,
-            "image_name": image_name or na,
-            "image_version": image_version or na,
+            "image_name": image_name,
+            "image_version": image_version,
             "worker_id": str(os.getpid()),
         }
         self._requests = Counter(
@@ -187,9 +190,10 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=None,
         )
-        labels = list(self._default_labels)
+        # Seldon's feedback counters carry method="feedback" beside the default labels
+        labels = ["method", *self._default_labels]
         self._feedback = Counter("seldon_api_model_feedback", "Feedback calls with a non-zero reward", labels, registry=None)
-        self._reward = Counter("seldon_api_model_feedback_reward", "Sum of feedback rewards", list(self._default_labels), registry=None)
+        self._reward = Counter("seldon_api_model_feedback_reward", "Sum of feedback rewards", labels, registry=None)
         self._pending: dict[tuple[str, str, str], list[Any]] = {}  # key -> [count, sum, per-bucket counts]
         self._custom: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
@@ -223,9 +227,9 @@ class Metrics:
                     hist._buckets[i].inc(n)
 
     def feedback(self, reward: float) -> None:
-        if reward:
-            self._feedback.labels(**self._default_labels).inc()
-            self._reward.labels(**self._default_labels).inc(reward)
+        if reward and self._settings.feedback_metrics:
+            self._feedback.labels(method="feedback", **self._default_labels).inc()
+            self._reward.labels(method="feedback", **self._default_labels).inc(reward)
 
     def record_custom(self, metrics: list[dict[str, Any]], method: str) -> None:
         """Seldon's COUNTER / GAUGE / TIMER (milliseconds) custom metrics, with its labels."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import sys
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -21,7 +22,8 @@ import numpy as np
 from google.protobuf import json_format
 
 from fastseldon import codec
-from fastseldon.errors import BadRequest, FastSeldonError
+from fastseldon.codec.datatypes import element_count
+from fastseldon.errors import BadRequest, FastSeldonError, UserStatusError
 from fastseldon.proto import parse as parse_proto
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import tensor_pb2 as tfpb
@@ -103,13 +105,21 @@ def feedback_from_proto(proto: Any) -> Feedback:
     return Feedback(request, float(proto.reward), truth, routing, proto)
 
 
-def feedback_from_proto_bytes(body: bytes) -> Feedback:
-    return feedback_from_proto(parse_proto(pb.Feedback, body))
+def feedback_from_proto_bytes(body: bytes, raw_class: Any = None) -> Feedback:
+    """``raw_class``: the class send_feedback_raw gets the Feedback as (see ``user_proto_class``)."""
+    return feedback_from_proto(parse_proto(raw_class or pb.Feedback, body))
 
 
-def messages_from_proto_bytes(body: bytes) -> tuple[list[Message], Any]:
+def user_proto_class(name: str) -> Any:
+    """The class raw hooks get a gRPC request as: seldon_core's own when the user's code imported
+    it (as Seldon passes it, so ``isinstance`` checks against seldon_core's classes hold), else ours."""
+    module = sys.modules.get("seldon_core.proto.prediction_pb2")
+    return getattr(module, name, None) or getattr(pb, name)
+
+
+def messages_from_proto_bytes(body: bytes, raw_class: Any = None) -> tuple[list[Message], Any]:
     """A SeldonMessageList (aggregate) -> its messages, and the list as aggregate_raw gets it."""
-    lst = parse_proto(pb.SeldonMessageList, body)
+    lst = parse_proto(raw_class or pb.SeldonMessageList, body)
     return [message_from_proto(m) for m in lst.seldonMessages], lst
 
 
@@ -147,7 +157,7 @@ def tftensor_to_array(t: Any) -> np.ndarray:
         raise BadRequest(f"unsupported tftensor dtype {tfpb.DataType.Name(t.dtype) if t.dtype in tfpb.DataType.values() else t.dtype}")
     dtype, field_name = _TF_DTYPES[t.dtype]
     shape = [d.size for d in t.tensor_shape.dim]
-    count = int(np.prod(shape)) if shape else 1
+    count = element_count(tuple(shape))
     if t.tensor_content and dtype is not np.object_:
         arr = np.frombuffer(t.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
     elif dtype is np.object_:
@@ -280,6 +290,8 @@ def _data_kind(reply_kind: str, arr: np.ndarray) -> str:
 def reply_to_json_obj(reply: Reply) -> Any:
     """Reply -> the JSON-ready object Seldon's REST wrapper would return."""
     if reply.raw:
+        if hasattr(reply.payload, "DESCRIPTOR") and hasattr(reply.payload, "SerializeToString"):
+            return json_format.MessageToDict(reply.payload)  # a raw hook answered a proto on REST
         return reply.payload
     payload = reply.payload
     out: dict[str, Any]
@@ -397,6 +409,8 @@ def status_json(message: str, reason: str) -> bytes:
 
 
 def error_body(exc: FastSeldonError) -> bytes:
+    if isinstance(exc, UserStatusError):  # the user's own to_dict(), as Seldon's model_error_handler sends it
+        return codec.dumps(exc.document)
     return status_json(str(exc), exc.reason)
 
 

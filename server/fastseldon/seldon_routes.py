@@ -99,7 +99,7 @@ class SeldonEndpoints:
 
     async def rest_feedback(self, request: Request) -> Response:
         feedback = sp.feedback_from_json(self._body(request, fast=False))
-        reply = await self.runner.run(self.service.send_feedback(feedback))
+        reply = await self.runner.run(self.service.send_feedback(feedback, "rest"))
         return Response(reply.status, sp.reply_to_proto_json(reply))
 
     async def rest_ping(self, request: Request) -> Response:
@@ -126,21 +126,30 @@ class SeldonEndpoints:
             methods[method] = timed(method, self.grpc_metadata)
         methods[GRPC_GRAPH_METADATA] = self.grpc_graph_metadata
 
+    def _raw_class(self, endpoint: str, name: str) -> Any:
+        """The proto class a raw or legacy gRPC hook of ``endpoint`` gets its request as, or None."""
+        return sp.user_proto_class(name) if self.service.wants_raw(endpoint, "grpc") else None
+
     def _grpc_unit(self, endpoint: str) -> GrpcHandler:
         service_fn = getattr(self.service, endpoint)
         run = self.runner.run_blocking
+        raw_class = self._raw_class(endpoint, "SeldonMessage")
 
         def handle(body: bytes) -> bytes:
-            return sp.reply_to_proto_bytes(run(service_fn(sp.message_from_proto_bytes(body))))
+            msg = sp.message_from_proto_bytes(body)
+            if raw_class is not None:
+                msg.raw = raw_class.FromString(body)
+            return sp.reply_to_proto_bytes(run(service_fn(msg)))
 
         return handle
 
     def grpc_feedback(self, body: bytes) -> bytes:
-        reply = self.runner.run_blocking(self.service.send_feedback(sp.feedback_from_proto_bytes(body)))
+        feedback = sp.feedback_from_proto_bytes(body, self._raw_class("send_feedback", "Feedback"))
+        reply = self.runner.run_blocking(self.service.send_feedback(feedback, "grpc"))
         return sp.reply_to_proto_bytes(reply)
 
     def grpc_aggregate(self, body: bytes) -> bytes:
-        msgs, raw = sp.messages_from_proto_bytes(body)
+        msgs, raw = sp.messages_from_proto_bytes(body, self._raw_class("aggregate", "SeldonMessageList"))
         return sp.reply_to_proto_bytes(self.runner.run_blocking(self.service.aggregate(msgs, raw)))
 
     def grpc_metadata(self, body: bytes) -> bytes:

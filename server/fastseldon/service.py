@@ -7,13 +7,14 @@ no wire format, no front.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+import yaml
+from google.protobuf import json_format
 
 from fastseldon.codec.datatypes import datatype_for, dtype_for
 from fastseldon.errors import BadMetadata, BadMetric, BadRequest, CodecError, NotImplementedHook, UserModelError
@@ -33,20 +34,37 @@ def _call_kwargs(hook: Hook, meta: Any) -> dict[str, Any]:
     return {"meta": meta} if hook.accepts_meta else {}
 
 
-def _first_implemented(hooks: tuple[Hook, ...], make_call: Callable[[Hook], Call]) -> Steps:
+def _first_implemented(hooks: tuple[Hook, ...], make_call: Callable[[Hook], Call], *, final: bool = False) -> Steps:
     """Call the endpoint's hooks in Seldon's order until one does not raise SeldonNotImplementedError.
 
-    Returns (hook, result), or (None, None) when every hook is absent or falls through.
+    Returns (hook, result), or (None, None) when every hook is absent or falls through. With
+    ``final`` (Seldon's route and aggregate) only ``*_raw`` hooks fall through: the plain hook's
+    SeldonNotImplementedError is the answer, a 400 with its message.
     """
     for hook in hooks:
         try:
             out = yield make_call(hook)
         except Exception as exc:
             if is_not_implemented(exc):
+                if final and not hook.raw:
+                    raise NotImplementedHook(_message(exc)) from None
                 continue
             raise
         return hook, out
     return None, None
+
+
+def _message(exc: BaseException) -> str:
+    """Seldon's exceptions keep their text in ``message`` (``str()`` of them is empty)."""
+    message = getattr(exc, "message", None)
+    return message if isinstance(message, str) and message else str(exc)
+
+
+def _wire(raw: Any) -> str | None:
+    """Which wire a request came on, from its undecoded form: a proto (gRPC) or parsed JSON / bytes (REST)."""
+    if raw is None:
+        return None
+    return "grpc" if hasattr(raw, "SerializeToString") else "rest"
 
 
 def _unwrap(out: Any) -> tuple[Any, dict[str, Any], list[Any]]:
@@ -86,25 +104,40 @@ class SeldonService:
 
     # -- which endpoints want the undecoded message
 
-    def wants_raw(self, endpoint: str) -> bool:
+    def wants_raw(self, endpoint: str, wire: str = "rest") -> bool:
+        """A ``*_raw`` or legacy ``*_<wire>`` hook gets the undecoded request: on REST the body must
+        stay plain JSON (no arrays), on gRPC it is the proto."""
         hooks = getattr(self.model, endpoint)
-        return bool(hooks) and hooks[0].raw
+        return (bool(hooks) and hooks[0].raw) or f"{endpoint}_{wire}" in self.model.legacy
+
+    def _legacy(self, endpoint: str, wire: str | None) -> Hook | None:
+        return self.model.legacy.get(f"{endpoint}_{wire}") if wire else None
+
+    def _legacy_reply(self, hook: Hook, raw: Any, method: str) -> Steps:
+        """A legacy ``*_rest``/``*_grpc`` hook: the request as the wire gave it, its reply sent as is
+        (Seldon harvests no metrics from these)."""
+        out = yield Call(hook, (raw,))
+        return _as_is(out, method)
 
     # -- endpoints
 
     def predict(self, msg: Message) -> Steps:
-        return (yield from self._unit(self.model.predict, msg, "predict", lambda m: []))
+        return (yield from self._unit("predict", msg, "predict", lambda m: []))
 
     def transform_input(self, msg: Message) -> Steps:
-        return (yield from self._unit(self.model.transform_input, msg, "inputtransform", lambda m: m.payload))
+        return (yield from self._unit("transform_input", msg, "inputtransform", lambda m: m.payload))
 
     def transform_output(self, msg: Message) -> Steps:
-        return (yield from self._unit(self.model.transform_output, msg, "outputtransform", lambda m: m.payload))
+        return (yield from self._unit("transform_output", msg, "outputtransform", lambda m: m.payload))
 
     def route(self, msg: Message) -> Steps:
-        hook, out = yield from _first_implemented(self.model.route, lambda h: self._unit_call(h, msg))
+        legacy = self._legacy("route", _wire(msg.raw))
+        if legacy is not None:
+            return (yield from self._legacy_reply(legacy, msg.raw, "router"))
+        hook, out = yield from _first_implemented(self.model.route, lambda h: self._unit_call(h, msg), final=True)
         if hook is None:
-            raise NotImplementedHook("Route not defined")
+            # a SeldonComponent's own route() raises "route is not implemented", which Seldon answers
+            raise NotImplementedHook("route is not implemented" if "route" in self.model.inherited else "Route not defined")
         if hook.raw:
             return (yield from self._raw_reply(out, "router"))
         data, tags, metrics = _unwrap(out)
@@ -116,22 +149,35 @@ class SeldonService:
         return (yield from self._reply(np.array([[data]]), msg.kind, [meta], "router", tags, metrics))
 
     def aggregate(self, msgs: list[Message], raw: Any) -> Steps:
+        legacy = self._legacy("aggregate", _wire(raw))
+        if legacy is not None:
+            return (yield from self._legacy_reply(legacy, raw, "aggregate"))
         if not msgs:
             raise BadRequest("aggregate needs at least one SeldonMessage")
         hook, out = yield from _first_implemented(
             self.model.aggregate,
             lambda h: Call(h, (raw,)) if h.raw else Call(h, ([m.payload for m in msgs], [m.names for m in msgs])),
+            final=True,
         )
         if hook is None:
-            raise NotImplementedHook("Aggregate not defined")
+            raise NotImplementedHook(
+                "aggregate is not implemented" if "aggregate" in self.model.inherited else "Aggregate not defined")
         if hook.raw:
             return (yield from self._raw_reply(out, "aggregate"))
         data, tags, metrics = _unwrap(out)
         return (yield from self._reply(data, msgs[0].kind, [m.meta for m in msgs], "aggregate", tags, metrics))
 
-    def send_feedback(self, feedback: Feedback) -> Steps:
+    def send_feedback(self, feedback: Feedback, wire: str | None = None) -> Steps:
+        """``wire`` ("rest" or "grpc"): which legacy ``send_feedback_<wire>`` hook applies, if any."""
         request = feedback.request
         self.metrics.feedback(feedback.reward)
+        legacy = self._legacy("send_feedback", wire)
+        if legacy is not None:
+            # Seldon hands send_feedback_rest the Feedback as protobuf's JSON text and
+            # send_feedback_grpc the proto; either answers a dict that becomes a SeldonMessage
+            arg = json_format.MessageToJson(feedback.raw) if wire == "rest" else feedback.raw
+            out = yield Call(legacy, (arg,))
+            return Reply(out if out is not None else {}, "raw", None, {}, raw=True)
         routing = feedback.routing.get(self.settings.predictive_unit_id or "0")
 
         def make_call(hook: Hook) -> Call:
@@ -148,14 +194,15 @@ class SeldonService:
         return (yield from self._reply(data, request.kind, [meta], "feedback", tags, metrics, request_meta=False))
 
     def health_status(self) -> Steps:
-        if not self.model.health_status:
-            out: Any = "healthy"
-        else:
-            hook, out = yield from _first_implemented(self.model.health_status, lambda h: Call(h))
-            if hook is None:
-                out = "not implemented - assuming healthy"
-            elif hook.raw:
-                return (yield from self._raw_reply(out, "health"))
+        hooks = self.model.health_status
+        hook, out = yield from _first_implemented(hooks, lambda h: Call(h))
+        if hook is None:
+            # Seldon: a health_status() that raises SeldonNotImplementedError (a SeldonComponent's
+            # own does) means "assuming healthy"; none at all, just "healthy"
+            plain = any(not h.raw for h in hooks) or "health_status" in self.model.inherited
+            out = "not implemented - assuming healthy" if plain else "healthy"
+        elif hook.raw:
+            return _as_is(out, "health")  # Seldon sends health_status_raw's reply untouched
         data, tags, metrics = _unwrap(out)
         return (yield from self._reply(data, "none", [{}], "health", tags, metrics))
 
@@ -184,7 +231,7 @@ class SeldonService:
             raise NotImplementedHook("predict not defined")
         raw = hook.raw
         data, _tags, runtime_metrics = _unwrap(out)
-        metrics = validate_metrics((yield Call(self.model.metrics)) or []) if self.model.metrics is not None else []
+        metrics = validate_metrics((yield from self._user_metrics()) or []) if self.model.metrics is not None else []
         if runtime_metrics:
             metrics += validate_metrics(runtime_metrics)
         if metrics:
@@ -244,7 +291,11 @@ class SeldonService:
             return Call(hook, (msg.raw,))
         return Call(hook, (msg.payload, msg.names), _call_kwargs(hook, msg.meta), batchable=batchable)
 
-    def _unit(self, hooks: tuple[Hook, ...], msg: Message, method: str, default: Callable[[Message], Any]) -> Steps:
+    def _unit(self, endpoint: str, msg: Message, method: str, default: Callable[[Message], Any]) -> Steps:
+        legacy = self._legacy(endpoint, _wire(msg.raw))
+        if legacy is not None:
+            return (yield from self._legacy_reply(legacy, msg.raw, method))
+        hooks: tuple[Hook, ...] = getattr(self.model, endpoint)
         batchable = method == "predict" and msg.kind in DATA_KINDS and isinstance(msg.payload, np.ndarray)
         hook, out = yield from _first_implemented(hooks, lambda h: self._unit_call(h, msg, batchable))
         if hook is None:
@@ -258,7 +309,12 @@ class SeldonService:
         """User tags() and metrics() plus a SeldonResponse's own; metrics go to Prometheus."""
         tags: dict[str, Any] = {}
         if self.model.tags is not None:
-            user_tags = yield Call(self.model.tags)
+            try:
+                user_tags = yield Call(self.model.tags)
+            except Exception as exc:
+                if not is_not_implemented(exc):
+                    raise
+                user_tags = None  # Seldon: no tags
             if user_tags:
                 if not isinstance(user_tags, dict):
                     raise UserModelError(f"tags() must return a dict, got {user_tags!r}")
@@ -266,12 +322,23 @@ class SeldonService:
         tags.update(runtime_tags)
         metrics: list[dict[str, Any]] = []
         if self.model.metrics is not None:
-            metrics = validate_metrics((yield Call(self.model.metrics)) or [])
+            user_metrics = (yield from self._user_metrics()) or []
+            metrics = _tagged(validate_metrics(user_metrics), method, user_metrics)
         if runtime_metrics:
-            metrics += validate_metrics(runtime_metrics)
+            metrics += _tagged(validate_metrics(runtime_metrics), method, runtime_metrics)
         if metrics:
             self.metrics.record_custom(metrics, method)
         return tags, metrics
+
+    def _user_metrics(self) -> Steps:
+        """The user's metrics(); one raising SeldonNotImplementedError has none (as in Seldon)."""
+        assert self.model.metrics is not None
+        try:
+            return (yield Call(self.model.metrics))
+        except Exception as exc:
+            if not is_not_implemented(exc):
+                raise
+            return []
 
     def _reply(
         self,
@@ -310,20 +377,28 @@ class SeldonService:
         return Reply(data, kind, self.model.class_names(), meta)
 
     def _raw_reply(self, out: Any, method: str) -> Steps:
-        """A *_raw hook's result goes out as-is; only its meta.metrics are harvested."""
-        status = 200
+        """A *_raw hook's result goes out as-is; only its meta.metrics are harvested (recorded, and
+        dropped from the reply when INCLUDE_METRICS_IN_CLIENT_RESPONSE is false), from a dict
+        (REST) or a SeldonMessage proto (gRPC; seldon_core's own class or ours) alike."""
+        include = self.settings.include_metrics_in_response
         if isinstance(out, dict):
             meta = out.get("meta")
             if isinstance(meta, dict) and meta.get("metrics"):
-                self.metrics.record_custom(validate_metrics(meta["metrics"]), method)
-                if not self.settings.include_metrics_in_response:
+                self.metrics.record_custom(_tagged(validate_metrics(meta["metrics"]), method, meta["metrics"]), method)
+                for m in meta["metrics"]:  # as Seldon's metrics update does to the reply it returns
+                    if isinstance(m.get("tags"), dict):
+                        m["tags"]["method"] = method
+                if not include:
                     out = {**out, "meta": {k: v for k, v in meta.items() if k != "metrics"}}
-            code = (out.get("status") or {}).get("code") if isinstance(out.get("status"), dict) else None
-            if isinstance(code, int) and 100 <= code < 600:
-                status = code
+        elif hasattr(out, "SerializeToString") and hasattr(out, "meta") and len(out.meta.metrics):
+            metrics = [{"key": m.key, "type": METRIC_TYPES[m.type] if 0 <= m.type < 3 else m.type, "value": m.value,
+                        **({"tags": dict(m.tags)} if len(m.tags) else {})} for m in out.meta.metrics]
+            self.metrics.record_custom(validate_metrics(metrics), method)
+            if not include:
+                del out.meta.metrics[:]
         if False:  # pragma: no cover - keeps this a generator for ``yield from``
             yield
-        return Reply(out, "raw", None, {}, raw=True, status=status)
+        return _as_is(out, method)
 
     # -- metadata (built once; an invalid one is reported on every metadata call)
 
@@ -341,15 +416,24 @@ class SeldonService:
         try:
             hook = self.model.init_metadata
             if hook is not None and not hook.is_async:
-                user = hook.fn()
+                try:
+                    user = hook.fn()
+                except Exception as exc:
+                    if not is_not_implemented(exc):
+                        raise
+                    user = {}
                 if user:
                     if not isinstance(user, dict):
                         raise ValueError(f"init_metadata() must return a dict, got {type(user).__name__}")
                     meta.update(user)
             if self.settings.model_metadata:
-                env_meta = json.loads(self.settings.model_metadata)
+                try:  # YAML, as Seldon reads it (so JSON too, trailing commas and all)
+                    env_meta = yaml.safe_load(self.settings.model_metadata)
+                except yaml.YAMLError as exc:  # Seldon logs it and goes on without
+                    log.error("Reading metadata from MODEL_METADATA env variable failed: %s", exc)
+                    env_meta = {}
                 if not isinstance(env_meta, dict):
-                    raise ValueError("MODEL_METADATA must be a JSON object")
+                    raise ValueError("MODEL_METADATA must be a mapping")
                 meta.update(env_meta)
             unknown = set(meta) - METADATA_KEYS
             if unknown:
@@ -369,6 +453,26 @@ class SeldonService:
         if self.metadata_error:
             raise BadMetadata(self.metadata_error)
         return self.metadata
+
+
+def _as_is(out: Any, method: str) -> Reply:
+    """A wire-shaped reply (dict or proto) sent as is. Only Seldon's predict route takes its HTTP
+    status from a dict's ``status.code``."""
+    status = 200
+    if method == "predict" and isinstance(out, dict) and isinstance(out.get("status"), dict):
+        code = out["status"].get("code")
+        if isinstance(code, int) and 100 <= code < 600:
+            status = code
+    return Reply(out, "raw", None, {}, raw=True, status=status)
+
+
+def _tagged(validated: list[dict[str, Any]], method: str, originals: Any) -> list[dict[str, Any]]:
+    """Seldon's metrics update writes ``method`` into each metric's own ``tags`` dict, so a metric
+    that came with ``tags`` (even empty) is answered with ``method`` among them."""
+    for out, original in zip(validated, originals):
+        if isinstance(original, dict) and isinstance(original.get("tags"), dict):
+            out["tags"] = {**original["tags"], "method": method}
+    return validated
 
 
 # --------------------------------------------------------------------------- V2 outputs

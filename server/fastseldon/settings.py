@@ -86,6 +86,7 @@ class UnitSettings:
     predictor_name: str = ""
     predictor_version: str = ""
     model_metadata: str = ""
+    feedback_metrics: bool = True  # Seldon counts feedback unless SELDON_EXECUTOR_ENABLED=false (its legacy mode)
 
     @property
     def batching(self) -> bool:
@@ -146,7 +147,8 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, help="REST port (env PREDICTIVE_UNIT_HTTP_SERVICE_PORT, default 9000)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (env PREDICTIVE_UNIT_GRPC_SERVICE_PORT, default 5000)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (env PREDICTIVE_UNIT_METRICS_SERVICE_PORT, default 6000)")
-    p.add_argument("--api-type", type=str.upper, choices=API_TYPES, help="which fronts to run (env API_TYPE, default BOTH)")
+    p.add_argument("--api-type", type=str.upper, choices=API_TYPES, help="which fronts to run (default BOTH; "
+                   "API_TYPE in the environment is ignored, as Seldon ignores it)")
     p.add_argument("--workers", type=int, help="worker processes sharing the ports (env FASTSELDON_WORKERS or GUNICORN_WORKERS)")
     p.add_argument("--grpc-threads", type=int, help="gRPC handler threads per worker (env GRPC_THREADS, default 4)")
     p.add_argument("--grpc-workers", type=int, help="0 disables gRPC (seldon-core-microservice compatibility)")
@@ -223,6 +225,12 @@ def _predictor_version(labels: str) -> str:
         return ""
 
 
+def _onnx_name(path: str) -> str:
+    """``iris.onnx`` -> ``iris``; a folder (``model_uri`` style) -> the folder's name."""
+    name = os.path.basename(os.path.normpath(path))
+    return name[:-len(".onnx")] if name.endswith(".onnx") else name
+
+
 def _unit_from(args: argparse.Namespace, env: Mapping[str, str]) -> UnitSettings:
     pick = _picker(env)
     interface = args.interface_name
@@ -240,7 +248,9 @@ def _unit_from(args: argparse.Namespace, env: Mapping[str, str]) -> UnitSettings
     unit = UnitSettings(
         interface_name=interface,
         service_type=pick(args.service_type, ("SERVICE_TYPE",), "MODEL", str.upper),
-        model_name=args.model_name or interface.rsplit(".", 1)[-1],
+        # an ONNX file with no --model-name is named after the file (iris.onnx -> iris)
+        model_name=args.model_name or (_onnx_name(args.onnx) if args.onnx and interface == ONNX_CLASS
+                                       else interface.rsplit(".", 1)[-1]),
         parameters=parameters,
         persistence=args.persistence or 0,
         max_batch_size=batch_size,
@@ -255,6 +265,7 @@ def _unit_from(args: argparse.Namespace, env: Mapping[str, str]) -> UnitSettings
         predictor_name=env.get("PREDICTOR_ID", ""),
         predictor_version=_predictor_version(env.get("PREDICTOR_LABELS", "")),
         model_metadata=env.get("MODEL_METADATA", ""),
+        feedback_metrics=env.get("SELDON_EXECUTOR_ENABLED", "true").lower() != "false",
     )
     if unit.service_type not in SERVICE_TYPES:
         raise ValueError(f"unknown service type {unit.service_type!r}; valid are {', '.join(SERVICE_TYPES)}")
@@ -263,9 +274,9 @@ def _unit_from(args: argparse.Namespace, env: Mapping[str, str]) -> UnitSettings
 
 def _server_from(args: argparse.Namespace, env: Mapping[str, str], unit: UnitSettings) -> ServerSettings:
     pick = _picker(env)
-    api_type = pick(args.api_type, ("API_TYPE",), "BOTH", str.upper)
-    if api_type not in API_TYPES:
-        api_type = "BOTH"  # s2i templates carry legacy values like FBS; Seldon ignores API_TYPE too
+    # only the flag: Seldon 1.19 ignores API_TYPE in the environment (its own s2i examples set
+    # API_TYPE=REST and still serve gRPC), so a deployment's variable must not turn a front off
+    api_type = args.api_type or "BOTH"
     grpc_port = pick(args.grpc_port, ("PREDICTIVE_UNIT_GRPC_SERVICE_PORT",), 5000, int)
     if args.grpc_workers == 0 or (args.grpc_workers is None and env.get("GRPC_WORKERS") == "0"):
         grpc_port = 0

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
     for item in items:
         if not isinstance(item, dict) or "name" not in item or "value" not in item:
             raise ModelLoadError(f"Bad model parameter {item!r}: needs name, value and type")
-        kind = str(item.get("type", "STRING")).upper()
+        # no default type: Seldon fails a parameter without one ("Bad model parameter type")
+        kind = str(item.get("type")).upper() if item.get("type") is not None else "None"
         convert = PARAMETER_TYPES.get(kind)
         if convert is None:
             raise ModelLoadError(f"Bad model parameter type: {kind} valid are INT, FLOAT, DOUBLE, STRING, BOOL")
@@ -164,17 +165,40 @@ def _accepts_meta(fn: Callable[..., Any]) -> bool:
     return any(p.name == "meta" or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def _owner(obj: Any, name: str) -> type | None:
+    """The class in ``obj``'s MRO that defines ``name`` (None for an instance attribute)."""
+    if name in getattr(obj, "__dict__", {}):
+        return None
+    return next((klass for klass in type(obj).__mro__ if name in vars(klass)), None)
+
+
+def inherited_from_seldon(obj: Any, name: str) -> bool:
+    """``name`` is seldon_core's ``SeldonComponent`` base method, not overridden: a hook the user
+    did not write (the base raises SeldonNotImplementedError, which Seldon reads as "absent")."""
+    owner = _owner(obj, name)
+    return owner is not None and owner.__name__ == "SeldonComponent" and owner.__module__.startswith("seldon_core")
+
+
 def _hook(obj: Any, name: str, raw: bool = False) -> Hook | None:
     fn = getattr(obj, name, None)
-    if not callable(fn):
+    if not callable(fn) or inherited_from_seldon(obj, name):
         return None
     return Hook(name, fn, inspect.iscoroutinefunction(fn), _accepts_meta(fn), raw)
+
+
+# Seldon <= 1.x low-level hooks, still honoured by 1.19: each gets the request as the wire gave it
+# (REST: the parsed JSON; gRPC: the proto) and its reply goes out as is.
+LEGACY_HOOKS = tuple(f"{base}_{wire}" for base in ("predict", "transform_input", "transform_output", "route",
+                                                    "aggregate", "send_feedback") for wire in ("rest", "grpc"))
 
 
 def _chain(obj: Any, base: str) -> tuple[Hook, ...]:
     """The hooks for one endpoint in Seldon's precedence order: ``<base>_raw`` then ``<base>``."""
     hooks = (_hook(obj, f"{base}_raw", raw=True), _hook(obj, base))
     return tuple(h for h in hooks if h is not None)
+
+
+_SELDON_BASE_HOOKS = ("route", "aggregate", "health_status")  # where Seldon answers differently for a base method
 
 
 @dataclass(slots=True)
@@ -196,6 +220,8 @@ class UserModel:
     class_names_attr: list[str] | None = None
     feature_names: Hook | None = None
     init_metadata: Hook | None = None
+    legacy: dict[str, Hook] = field(default_factory=dict)  # "predict_rest" ... "send_feedback_grpc"
+    inherited: frozenset[str] = frozenset()  # SeldonComponent base methods left as they are
 
     @classmethod
     def from_object(cls, obj: Any) -> UserModel:
@@ -216,6 +242,8 @@ class UserModel:
             class_names_attr=list(names) if isinstance(names, (list, tuple)) else None,
             feature_names=_hook(obj, "feature_names"),
             init_metadata=_hook(obj, "init_metadata"),
+            legacy={name: hook for name in LEGACY_HOOKS if (hook := _hook(obj, name, raw=True)) is not None},
+            inherited=frozenset(name for name in _SELDON_BASE_HOOKS if inherited_from_seldon(obj, name)),
         )
 
     def class_names(self) -> list[str] | None:

@@ -94,6 +94,33 @@ def test_parse_parameters_types():
     assert parse_parameters('[{"name":"a","value":"1","type":"INT"},{"name":"b","value":"false","type":"BOOL"}]') == {"a": 1, "b": False}
     with pytest.raises(ModelLoadError):
         parse_parameters('{"name":"a"}')
+    # no type is Seldon's "Bad model parameter type", not a silent STRING
+    with pytest.raises(ModelLoadError, match="Bad model parameter type: None"):
+        parse_parameters('[{"name":"a","value":"1"}]')
+
+
+def test_a_parameter_without_type_stops_the_server(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fastseldon", "serve", "Doubler", "--parameters", '[{"name":"x","value":"1"}]'],
+                          cwd=MODELS, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Bad model parameter type" in done.stderr
+
+
+def test_api_type_from_the_environment_is_ignored_the_flag_is_not():
+    """Seldon 1.19 ignores API_TYPE (its s2i examples set API_TYPE=REST and still serve gRPC)."""
+    parser = build_parser()
+    for value in ("REST", "GRPC", "FBS"):
+        s, _ = from_args(parser.parse_args(["M"]), {"API_TYPE": value})
+        assert (s.api_type, s.http_enabled, s.grpc_enabled) == ("BOTH", True, True)
+    s, _ = from_args(parser.parse_args(["M", "--api-type", "rest"]), {"API_TYPE": "GRPC"})
+    assert (s.api_type, s.http_enabled, s.grpc_enabled) == ("REST", True, False)
+
+
+def test_onnx_model_is_named_after_its_file():
+    parser = build_parser()
+    _, unit = from_args(parser.parse_args(["--onnx", "models/iris.onnx"]), {})
+    assert unit.model_name == "iris"
+    _, unit = from_args(parser.parse_args(["--onnx", "models/iris.onnx", "--model-name", "flowers"]), {})
+    assert unit.model_name == "flowers"
 
 
 def test_settings_flags_beat_env_and_seldon_names():

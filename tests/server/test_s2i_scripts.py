@@ -232,13 +232,13 @@ def test_assemble_then_run_serves_the_identity_example(tmp_path, venv):
 
     with run_script(lay) as server:
         assert seldon_predict(server, [[1.0, 2.0], [3.0, 4.0]])["data"]["ndarray"] == [[1.0, 2.0], [3.0, 4.0]]
-        assert not port_open(server.grpc_port), "API_TYPE=REST must leave gRPC off"
+        assert port_open(server.grpc_port), "API_TYPE=REST is ignored, as Seldon 1.19's run ignores it"
         # run execs: the process s2i started *is* the server, so SIGTERM reaches it
         cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().split(b"\0")
         assert b"fastseldon" in cmdline and b"serve" in cmdline and not any(b"bin/run" in a for a in cmdline)
         assert server.stop() == 0
     log = server.output()
-    expected = "fastseldon serve MyModel --service-type MODEL --api-type REST --persistence 0 --workers 1 --device cpu"
+    expected = "fastseldon serve MyModel --service-type MODEL --persistence 0 --workers 1 --device cpu"
     assert expected in log
 
 
@@ -427,7 +427,6 @@ def test_save_artifacts_without_a_cache_streams_an_empty_tar(tmp_path, venv):
 @pytest.mark.parametrize(
     "setting, message",
     [
-        ({"API_TYPE": "SOAP"}, "API_TYPE=SOAP: use REST, GRPC or both"),
         ({"PERSISTENCE": "maybe"}, "PERSISTENCE=maybe: use 0 or 1"),
         ({"WORKERS": "0"}, "WORKERS=0"),
         ({"MAX_BATCH_SIZE": "lots"}, "MAX_BATCH_SIZE=lots"),
@@ -448,12 +447,12 @@ def test_run_rejects_bad_settings_before_starting(tmp_path, venv, setting, messa
 def test_environment_variables_win_over_the_environment_file(tmp_path, venv):
     lay = layout(tmp_path, venv)
     shutil.copy(IDENTITY / "MyModel.py", lay.app)
-    write_environment(lay.app, API_TYPE="GRPC", SERVICE_TYPE="TRANSFORMER")
+    write_environment(lay.app, WORKERS="2", SERVICE_TYPE="TRANSFORMER")
     # s2i -e / docker run -e values are in the environment and must not be overridden by the file
-    with run_script(lay, "--log-level", "DEBUG", API_TYPE="REST", SERVICE_TYPE="MODEL") as server:
+    with run_script(lay, "--log-level", "DEBUG", WORKERS="1", SERVICE_TYPE="MODEL") as server:
         assert seldon_predict(server, [[1]])["data"]["ndarray"] == [[1]]
     log = server.output()
-    assert "fastseldon serve MyModel --service-type MODEL --api-type REST --log-level DEBUG" in log
+    assert "fastseldon serve MyModel --service-type MODEL --workers 1 --log-level DEBUG" in log
 
 
 def test_usage_prints_how_to_build(tmp_path):
@@ -517,7 +516,7 @@ def test_the_generated_dockerfile_executed_step_by_step_serves_the_model(tmp_pat
     wrapper.chmod(0o755)
     context = tmp_path / "context"
     done = subprocess.run([sys.executable, "-m", "fastseldon", "build", str(src), "me/model:1", "--cpu",
-                           "--engine", "none", "--output", str(context), "-e", "API_TYPE=REST"],
+                           "--engine", "none", "--output", str(context), "-e", "FASTSELDON_EXTRA_ARGS=--api-type REST"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -549,7 +548,7 @@ def test_the_generated_dockerfile_executed_step_by_step_serves_the_model(tmp_pat
     assert command == [str(SCRIPTS / "run")]
     with run_script(lay) as server:
         assert seldon_predict(server, [[4, 2]])["data"]["ndarray"] == [[4, 2]]
-        assert not port_open(server.grpc_port), "-e API_TYPE=REST reached the image's environment"
+        assert not port_open(server.grpc_port), "-e FASTSELDON_EXTRA_ARGS=... reached the image's environment"
 
 
 def test_an_onnx_file_is_served_without_user_code(tmp_path, venv):
@@ -558,14 +557,16 @@ def test_an_onnx_file_is_served_without_user_code(tmp_path, venv):
     lay = layout(tmp_path, venv)
     mlp = Mlp()
     mlp.save(lay.src / "model.onnx")
-    write_environment(lay.src, ONNX_MODEL="model.onnx", DEVICE="cpu", API_TYPE="REST")
+    write_environment(lay.src, ONNX_MODEL="model.onnx", DEVICE="cpu", MODEL_NAME="iris")
     built = assemble(lay)
     assert built.returncode == 0, built.stdout + built.stderr
     x = [[0.5, -1.0, 2.0, 0.25], [1.0, 1.0, 1.0, 1.0]]
     with run_script(lay) as server:
         got = np.array(seldon_predict(server, x)["data"]["ndarray"])
+        # MODEL_NAME names the served model (not the interface: there is no user code)
+        assert requests.get(server.url + "/v2/models/iris/ready", timeout=10).status_code == 200
     np.testing.assert_allclose(got, mlp.reference(np.array(x)), rtol=1e-5, atol=1e-6)
-    assert f"--onnx {lay.app / 'model.onnx'} --service-type MODEL --api-type REST --device cpu" in server.output()
+    assert f"--onnx {lay.app / 'model.onnx'} --model-name iris --service-type MODEL --device cpu" in server.output()
 
     missing = layout(tmp_path, venv, "missing")
     write_environment(missing.src, ONNX_MODEL="nope.onnx")
