@@ -39,6 +39,7 @@ class App:
         self.runner = HookRunner.for_unit(loop, self.executor, server.inline_hook_seconds, unit, model)
         self.router = Router()
         self.grpc_methods: dict[str, Any] = {}
+        self.flush_hooks: list[Callable[[], None]] = []  # run with every metrics flush (V2 statistics files)
         seldon_routes.register(self)
         v2_routes.register(self)  # V2 routes beside Seldon's, on the same ports
 
@@ -82,10 +83,12 @@ class App:
 
     def flush(self) -> None:
         self.metrics.flush()
+        for hook in self.flush_hooks:
+            hook()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.metrics.flush()
+        self.flush()
 
 
 async def load_unit_app(server: ServerSettings, unit: UnitSettings, loop: asyncio.AbstractEventLoop) -> App:

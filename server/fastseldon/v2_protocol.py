@@ -8,8 +8,8 @@ Framing rules (see the protocol notes): a REST body with ``Inference-Header-Cont
 is that many bytes of JSON followed by the binary chunks of the inputs that carry
 ``parameters.binary_data_size``, in input order; binary inputs become read-only numpy views
 onto the body. Outputs go binary when the requested output says ``binary_data`` or the
-request says ``binary_data_output``. gRPC replies use ``raw_output_contents`` (what
-tritonclient reads) unless the request itself used typed ``contents``.
+request says ``binary_data_output``. gRPC replies always use ``raw_output_contents`` (Triton's
+behaviour, and all tritonclient reads), also for a request that used typed ``contents``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from fastseldon.errors import BadRequest, CodecError, FastSeldonError, PayloadTo
 from fastseldon.proto import grpc_service_pb2 as pb
 from fastseldon.types import InferRequest, InferResult, RequestedOutput, Tensor
 
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "statistics", "model_repository")
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
 HEADER_LENGTH = b"inference-header-content-length"  # request headers arrive lower-cased
@@ -340,25 +340,17 @@ def decode_grpc_request(body: bytes) -> InferRequest:
 
 
 def encode_grpc_response(result: InferResult, request: InferRequest, model_name: str, model_version: str) -> bytes:
-    """InferResult -> ModelInferResponse bytes (raw_output_contents, or typed contents in kind)."""
+    """InferResult -> ModelInferResponse bytes, outputs always in ``raw_output_contents``, as
+    Triton answers (tritonclient's ``as_numpy`` reads nothing else), whatever the request used."""
     msg = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request.id or "")
     for key, value in result.parameters.items():
         _set_param(msg.parameters, key, value)
-    typed = request.typed_contents and all(t.datatype in _CONTENTS_FIELD for t in result.outputs)
     raws: list[Any] = []
     for tensor in result.outputs:
         out = msg.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
         for key, value in tensor.parameters.items():
             _set_param(out.parameters, key, value)
-        if typed:
-            values = getattr(out.contents, _CONTENTS_FIELD[tensor.datatype])
-            flat = tensor.data.reshape(-1)
-            if tensor.datatype == "BYTES":
-                values.extend(v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in flat.tolist())
-            elif flat.size:
-                values.extend(flat.tolist())
-        else:
-            raws.append(codec.encode_raw(tensor.data, tensor.datatype))
+        raws.append(codec.encode_raw(tensor.data, tensor.datatype))
     return codec.encode_infer_response(msg, raws)
 
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf import json_format
+
 from fastseldon import __version__, codec
 from fastseldon import grpc as grpc_front
 from fastseldon import v2_protocol as v2
@@ -17,12 +19,34 @@ from fastseldon.errors import BadMetadata, FastSeldonError, MethodNotAllowed, No
 from fastseldon.http import JSON, Request, Response
 from fastseldon.proto import grpc_service_pb2 as pb
 from fastseldon.proto import parse as parse_proto
+from fastseldon.v2_stats import InferStats
 
 if TYPE_CHECKING:
     from fastseldon.app import App
 
 SERVER_NAME = "fastseldon"
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
+
+# Triton's extensions this server does not offer: gRPC method -> the extension's name
+UNSUPPORTED_GRPC = {
+    "ModelConfig": "model configuration",
+    "SystemSharedMemoryStatus": "system shared memory", "SystemSharedMemoryRegister": "system shared memory",
+    "SystemSharedMemoryUnregister": "system shared memory",
+    "CudaSharedMemoryStatus": "CUDA shared memory", "CudaSharedMemoryRegister": "CUDA shared memory",
+    "CudaSharedMemoryUnregister": "CUDA shared memory",
+    "TraceSetting": "trace", "LogSettings": "logging",
+}
+# ... and their REST path prefixes (model-scoped ones are matched in V2Endpoints.match)
+UNSUPPORTED_REST = {
+    "/v2/systemsharedmemory": "system shared memory", "/v2/cudasharedmemory": "CUDA shared memory",
+    "/v2/trace": "trace", "/v2/logging": "logging",
+}
+
+
+def unsupported(extension: str, what: str) -> NotSupported:
+    """The answer to a Triton extension this server lacks: 501 / UNIMPLEMENTED, naming it."""
+    return NotSupported(f"Triton's {extension} extension is not supported by {SERVER_NAME} ({what}); "
+                        f"supported extensions: {', '.join(v2.EXTENSIONS)}")
 
 
 def render_error(exc: FastSeldonError) -> Response:
@@ -48,6 +72,8 @@ class V2Endpoints:
         self._model_ready = codec.dumps({"name": self.model_name, "ready": True})
         self._server_meta = codec.dumps({"name": SERVER_NAME, "version": __version__, "extensions": list(v2.EXTENSIONS)})
         self._model_meta = codec.dumps(self.metadata)
+        self.stats = InferStats(self.model_name, self.version)
+        app.flush_hooks.append(self.stats.flush)
 
     # -- model and version checks
 
@@ -73,10 +99,12 @@ class V2Endpoints:
         router.add(("GET",), ("/v2/health/live",), self.rest_live)
         router.add(("GET",), ("/v2/health/ready",), self.rest_ready)
         router.add(("GET", "POST"), ("/v2/repository/index",), timed("/v2/repository/index", self.rest_repository_index))
+        router.add(("GET",), ("/v2/models/stats",), timed("/v2/models/stats", self.rest_stats))
         self._model_routes = {
             "": ("GET", timed("/v2/models/metadata", self.rest_model_metadata)),
             "ready": ("GET", timed("/v2/models/ready", self.rest_model_ready)),
             "infer": ("POST", timed("/v2/models/infer", self.rest_infer)),
+            "stats": ("GET", timed("/v2/models/stats", self.rest_stats)),
         }
         # The served model's own paths are exact routes: one dict lookup on the hot path.
         for version in ("", *self.versions):
@@ -86,20 +114,27 @@ class V2Endpoints:
         router.add_matcher(self.match)
 
     def match(self, method: str, path: str) -> Callable[[Request], Any] | None:
-        """Other /v2/models/... and /v2/repository/models/... paths: 404/405 with a reason."""
-        if path.startswith("/v2/repository/models/"):
-            parts = path[len("/v2/repository/models/"):].split("/")
+        """Other /v2/models/... and /v2/repository/models/... paths: 404/405 with a reason; Triton's
+        extensions this server lacks: 501 naming the extension."""
+        for prefix, extension in UNSUPPORTED_REST.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                raise unsupported(extension, f"{method} {path}")
+        if path.startswith("/v2/repository/"):
+            parts = path[len("/v2/repository/models/"):].split("/") if path.startswith("/v2/repository/models/") else []
             if len(parts) == 2 and parts[1] in ("load", "unload"):
                 if method != "POST":
                     raise MethodNotAllowed(f"Method {method} not allowed for {path}; use POST")
                 return self.app.timed_rest("/v2/repository/models", self.rest_repository)
-            return None
+            raise unsupported("model repository", f"{method} {path}; this server has /v2/repository/index and "
+                              f"/v2/repository/models/{self.model_name}/load")
         if not path.startswith("/v2/models/"):
             return None
         parts = path[len("/v2/models/"):].split("/")
         name, version = parts[0], ""
         if len(parts) >= 3 and parts[1] == "versions":
             version, parts = parts[2], [name, *parts[3:]]
+        if parts[1:] in (["config"], ["trace", "setting"]):
+            raise unsupported("model configuration" if parts[1] == "config" else "trace", f"{method} {path}")
         if len(parts) > 2 or not name:
             return None
         suffix = parts[1] if len(parts) == 2 else ""
@@ -139,22 +174,45 @@ class V2Endpoints:
     async def rest_infer(self, request: Request) -> Response:
         name, version = self._path_model(request.path)
         version = self.check(name, version)
-        infer_request = v2.decode_rest_request(request.body, request.headers, name, version, self.max_body)
-        result = await self.runner.run(self.service.infer(infer_request))
-        body, content_type, headers = v2.encode_rest_response(result, infer_request, self.model_name, version)
+        start = time.perf_counter_ns()
+        try:
+            infer_request = v2.decode_rest_request(request.body, request.headers, name, version, self.max_body)
+            decoded = time.perf_counter_ns()
+            result = await self.runner.run(self.service.infer(infer_request))
+            inferred = time.perf_counter_ns()
+            body, content_type, headers = v2.encode_rest_response(result, infer_request, self.model_name, version)
+        except Exception:
+            self.stats.fail(time.perf_counter_ns() - start)
+            raise
+        self.stats.success(decoded - start, inferred - decoded, time.perf_counter_ns() - inferred)
         return Response(200, body, content_type, headers)
 
+    async def rest_stats(self, request: Request) -> Response:
+        if request.path != "/v2/models/stats":
+            self.check(*self._path_model(request.path))
+        return Response(200, codec.dumps({"model_stats": [self.stats.statistics()]}), JSON)
+
     async def rest_repository_index(self, request: Request) -> Response:
+        return Response(200, codec.dumps([self._index_entry()]), JSON)
+
+    def _index_entry(self) -> dict[str, str]:
         entry = {"name": self.model_name, "state": "READY"}
         if self.version:
             entry["version"] = self.version
-        return Response(200, codec.dumps([entry]), JSON)
+        return entry
 
     async def rest_repository(self, request: Request) -> Response:
         name, action = request.path[len("/v2/repository/models/"):].split("/")
         if action == "load" and name == self.model_name:
             return Response(200, b"{}", JSON)  # already loaded, and it stays so
-        fixed = f"this server serves one fixed model, {self.model_name!r}, loaded at start-up"
+        self._repository(action, name)
+        return Response(200, b"{}", JSON)
+
+    def _repository(self, action: str, name: str) -> None:
+        """Triton's model repository extension over one fixed model: loading it is a no-op."""
+        if action == "load" and name == self.model_name:
+            return
+        fixed = f"model repository extension: this server serves one fixed model, {self.model_name!r}, loaded at start-up"
         if action == "load":
             raise NotFound(f"Cannot load model {name!r}: {fixed}")
         if name != self.model_name:
@@ -176,6 +234,38 @@ class V2Endpoints:
         methods[GRPC_SERVICE + "ModelMetadata"] = timed(GRPC_SERVICE + "ModelMetadata", self.grpc_model_metadata)
         methods[GRPC_SERVICE + "ModelInfer"] = timed(GRPC_SERVICE + "ModelInfer", self.grpc_infer)
         methods[GRPC_SERVICE + "ModelStreamInfer"] = self._stream_handler()
+        methods[GRPC_SERVICE + "ModelStatistics"] = timed(GRPC_SERVICE + "ModelStatistics", self.grpc_stats)
+        methods[GRPC_SERVICE + "RepositoryIndex"] = timed(GRPC_SERVICE + "RepositoryIndex", self.grpc_repository_index)
+        methods[GRPC_SERVICE + "RepositoryModelLoad"] = timed(GRPC_SERVICE + "RepositoryModelLoad", self.grpc_repository_load)
+        methods[GRPC_SERVICE + "RepositoryModelUnload"] = timed(GRPC_SERVICE + "RepositoryModelUnload",
+                                                                self.grpc_repository_unload)
+        for method, extension in UNSUPPORTED_GRPC.items():
+            methods[GRPC_SERVICE + method] = self._unsupported_grpc(method, extension)
+
+    @staticmethod
+    def _unsupported_grpc(method: str, extension: str) -> Callable[[bytes], bytes]:
+        def handle(body: bytes) -> bytes:
+            raise unsupported(extension, method)
+
+        return handle
+
+    def grpc_stats(self, body: bytes) -> bytes:
+        req = parse_proto(pb.ModelStatisticsRequest, body)
+        if req.name or req.version:
+            self.check(req.name, req.version)
+        return json_format.ParseDict({"model_stats": [self.stats.statistics()]}, pb.ModelStatisticsResponse()).SerializeToString()
+
+    def grpc_repository_index(self, body: bytes) -> bytes:
+        parse_proto(pb.RepositoryIndexRequest, body)
+        return pb.RepositoryIndexResponse(models=[self._index_entry()]).SerializeToString()
+
+    def grpc_repository_load(self, body: bytes) -> bytes:
+        self._repository("load", parse_proto(pb.RepositoryModelLoadRequest, body).model_name)
+        return b""
+
+    def grpc_repository_unload(self, body: bytes) -> bytes:
+        self._repository("unload", parse_proto(pb.RepositoryModelUnloadRequest, body).model_name)
+        return b""
 
     def grpc_model_ready(self, body: bytes) -> bytes:
         req = parse_proto(pb.ModelReadyRequest, body)
@@ -194,10 +284,19 @@ class V2Endpoints:
         return msg.SerializeToString()
 
     def grpc_infer(self, body: bytes) -> bytes:
-        request = v2.decode_grpc_request(body)
-        version = self.check(request.model_name, request.model_version)
-        result = self.runner.run_blocking(self.service.infer(request))
-        return v2.encode_grpc_response(result, request, self.model_name, version)
+        start = time.perf_counter_ns()
+        try:
+            request = v2.decode_grpc_request(body)
+            version = self.check(request.model_name, request.model_version)
+            decoded = time.perf_counter_ns()
+            result = self.runner.run_blocking(self.service.infer(request))
+            inferred = time.perf_counter_ns()
+            out = v2.encode_grpc_response(result, request, self.model_name, version)
+        except Exception:
+            self.stats.fail(time.perf_counter_ns() - start)
+            raise
+        self.stats.success(decoded - start, inferred - decoded, time.perf_counter_ns() - inferred)
+        return out
 
     def _stream_handler(self) -> Any:
         """ModelStreamInfer: one reply per request, errors in error_message (the stream goes on)."""

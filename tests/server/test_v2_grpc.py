@@ -76,7 +76,8 @@ def test_model_ready_for_unknown_model_is_not_found(client):
 
 def test_server_metadata(client):
     meta = client.get_server_metadata(as_json=True)
-    assert meta["name"] == "fastseldon" and meta["extensions"] == ["binary_tensor_data"] and meta["version"]
+    assert meta["name"] == "fastseldon" and meta["version"]
+    assert meta["extensions"] == ["binary_tensor_data", "statistics", "model_repository"]
 
 
 def test_model_metadata_from_init_metadata():
@@ -98,16 +99,55 @@ def test_model_metadata_from_init_metadata():
         client.close()
 
 
-def test_other_triton_rpcs_are_unimplemented(client):
+def test_repository_extension(client):
+    index = client.get_model_repository_index(as_json=True)
+    assert index == {"models": [{"name": "echo", "state": "READY"}]}
+    client.load_model("echo")  # loaded, and it stays so
     with pytest.raises(InferenceServerException) as err:
-        client.get_model_repository_index()
-    assert err.value.status() == "StatusCode.UNIMPLEMENTED"
+        client.unload_model("echo")
+    assert err.value.status() == "StatusCode.UNIMPLEMENTED" and "model repository extension" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("other")
+    assert err.value.status() == "StatusCode.NOT_FOUND" and "one fixed model, 'echo'" in err.value.message()
+
+
+@pytest.mark.parametrize(("call_", "extension"), [
+    (lambda c: c.get_model_config("echo"), "model configuration"),
+    (lambda c: c.get_system_shared_memory_status(), "system shared memory"),
+    (lambda c: c.unregister_cuda_shared_memory(), "CUDA shared memory"),
+    (lambda c: c.get_trace_settings(), "trace"),
+    (lambda c: c.get_log_settings(), "logging"),
+])
+def test_unsupported_triton_extensions_say_which(client, call_, extension):
+    """Not gRPC's bare "Method not found!": the answer names the extension."""
     with pytest.raises(InferenceServerException) as err:
         client.get_model_config("echo")
     assert err.value.status() == "StatusCode.UNIMPLEMENTED"
 
 
 # --------------------------------------------------------------------------- inference
+    assert f"Triton's {extension} extension is not supported" in err.value.message()
+
+
+def test_statistics_extension(client):
+    before = client.get_inference_statistics("echo", as_json=True)["model_stats"][0]
+    x = np.array([1.0, 2.0])
+    for _ in range(3):
+        client.infer("echo", [make_input("x", x, "FP64")])
+    with pytest.raises(InferenceServerException):
+        client.infer("echo", [make_input("x", x, "FP64")], outputs=[tritongrpc.InferRequestedOutput("nope")])
+    stats = client.get_inference_statistics("echo").model_stats[0]
+    assert stats.name == "echo"
+    infer = stats.inference_stats
+    assert stats.inference_count - int(before.get("inference_count", 0)) == 3
+    assert infer.success.count - int(before["inference_stats"]["success"].get("count", 0)) == 3
+    assert infer.fail.count - int(before["inference_stats"]["fail"].get("count", 0)) == 1
+    assert infer.compute_infer.ns > 0 and infer.compute_input.ns > 0 and infer.compute_output.ns > 0
+    assert infer.success.ns >= infer.compute_infer.ns and stats.last_inference > 0
+    assert client.get_inference_statistics().model_stats[0].name == "echo"  # all models: the one served
+    with pytest.raises(InferenceServerException) as err:
+        client.get_inference_statistics("other")
+    assert err.value.status() == "StatusCode.NOT_FOUND"
 
 
 @pytest.mark.parametrize("datatype", list(DTYPES))
@@ -154,18 +194,43 @@ def test_parameters_reach_meta(client):
     assert seen == {"meta": {"id": "g7", "parameters": {"tenant": "t9", "n": 5, "on": True}}, "names": []}
 
 
-def test_typed_contents_in_typed_contents_out(channel):
+def test_typed_contents_in_raw_contents_out(channel):
+    InputTensor = pb.ModelInferRequest.InferInputTensor
     request = pb.ModelInferRequest(model_name="echo", id="typed", inputs=[
-        pb.ModelInferRequest.InferInputTensor(name="f", datatype="FP32", shape=[2], contents=pb.InferTensorContents(fp32_contents=[1.5, -2])),
-        pb.ModelInferRequest.InferInputTensor(name="i", datatype="INT16", shape=[1, 2], contents=pb.InferTensorContents(int_contents=[-300, 300])),
-        pb.ModelInferRequest.InferInputTensor(name="s", datatype="BYTES", shape=[1], contents=pb.InferTensorContents(bytes_contents=[b"hey"])),
+        InputTensor(name="f", datatype="FP32", shape=[2], contents=pb.InferTensorContents(fp32_contents=[1.5, -2])),
+        InputTensor(name="i", datatype="INT16", shape=[1, 2], contents=pb.InferTensorContents(int_contents=[-300, 300])),
+        InputTensor(name="s", datatype="BYTES", shape=[1], contents=pb.InferTensorContents(bytes_contents=[b"hey"])),
     ])
     reply = call(channel, "ModelInfer", request, pb.ModelInferResponse)
-    assert reply.id == "typed" and not reply.raw_output_contents
+    # Triton answers raw_output_contents whatever the request used (tritonclient reads nothing else)
+    assert reply.id == "typed" and len(reply.raw_output_contents) == 3
     f, i, s = reply.outputs
-    assert (f.name, f.datatype, list(f.shape), list(f.contents.fp32_contents)) == ("f", "FP32", [2], [1.5, -2.0])
-    assert (i.datatype, list(i.shape), list(i.contents.int_contents)) == ("INT16", [1, 2], [-300, 300])
-    assert list(s.contents.bytes_contents) == [b"hey"]
+    assert not any(o.HasField("contents") for o in reply.outputs)
+    assert (f.name, f.datatype, list(f.shape)) == ("f", "FP32", [2])
+    assert np.frombuffer(reply.raw_output_contents[0], "<f4").tolist() == [1.5, -2.0]
+    assert (i.datatype, list(i.shape)) == ("INT16", [1, 2])
+    assert np.frombuffer(reply.raw_output_contents[1], "<i2").tolist() == [-300, 300]
+    assert reply.raw_output_contents[2] == b"\x03\x00\x00\x00hey"
+
+
+def test_tritonclient_explicit_contents_flow(channel):
+    """tritonclient's grpc_explicit_int_content / int8 / byte_content examples: typed contents sent
+    through the generated stub, the reply read with tritonclient's own InferResult.as_numpy."""
+    import tritonclient.grpc.service_pb2 as tpb
+    import tritonclient.grpc.service_pb2_grpc as tpb_grpc
+
+    stub = tpb_grpc.GRPCInferenceServiceStub(channel)
+    request = tpb.ModelInferRequest(model_name="echo", model_version="")
+    for name, datatype, field, values in (("INPUT0", "INT32", "int_contents", list(range(16))),
+                                          ("INPUT1", "INT8", "int_contents", [-1] * 16),
+                                          ("INPUT2", "BYTES", "bytes_contents", [str(v).encode() for v in range(16)])):
+        tensor = tpb.ModelInferRequest().InferInputTensor(name=name, datatype=datatype, shape=[1, 16])
+        getattr(tensor.contents, field).extend(values)
+        request.inputs.extend([tensor])
+    result = tritongrpc.InferResult(stub.ModelInfer(request))
+    assert result.as_numpy("INPUT0").dtype == np.int32 and result.as_numpy("INPUT0").tolist() == [list(range(16))]
+    assert result.as_numpy("INPUT1").dtype == np.int8 and result.as_numpy("INPUT1").tolist() == [[-1] * 16]
+    assert result.as_numpy("INPUT2").tolist() == [[str(v).encode() for v in range(16)]]
 
 
 def test_stream_infer(client):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import time
 
 import grpc
 import numpy as np
@@ -122,6 +123,64 @@ def test_repository_index_load_and_unload(client):
     with pytest.raises(InferenceServerException) as err:
         client.load_model("other")
     assert err.value.status() == "404" and "one fixed model, 'echo'" in err.value.message()
+
+
+@pytest.mark.parametrize(("method", "path", "extension"), [
+    ("GET", "/v2/models/echo/config", "model configuration"),
+    ("GET", "/v2/models/echo/versions/1/config", "model configuration"),
+    ("GET", "/v2/systemsharedmemory/status", "system shared memory"),
+    ("POST", "/v2/systemsharedmemory/region/r0/register", "system shared memory"),
+    ("POST", "/v2/cudasharedmemory/region/r0/unregister", "CUDA shared memory"),
+    ("GET", "/v2/trace/setting", "trace"),
+    ("POST", "/v2/models/echo/trace/setting", "trace"),
+    ("GET", "/v2/logging", "logging"),
+    ("POST", "/v2/repository/other/index", "model repository"),
+])
+def test_unsupported_triton_extensions_say_which(echo, method, path, extension):
+    """Not a bare 404: 501 and a V2 error naming the extension."""
+    r = requests.request(method, echo.url + path, json={}, timeout=10)
+    assert r.status_code == 501
+    assert f"Triton's {extension} extension is not supported" in r.json()["error"]
+
+
+def test_statistics_extension(echo, client):
+    before = client.get_inference_statistics("echo")["model_stats"][0]
+    x = np.array([[1.0, 2.0]])
+    for _ in range(2):
+        client.infer("echo", [make_input("x", x, "FP64", binary=True)])
+    r = requests.post(echo.url + "/v2/models/echo/infer", json={"inputs": [{"name": "x", "datatype": "FP64", "shape": [3], "data": [1]}]},
+                      timeout=10)
+    assert r.status_code == 400
+    stats = client.get_inference_statistics("echo")
+    assert list(stats) == ["model_stats"] and len(stats["model_stats"]) == 1
+    entry = stats["model_stats"][0]
+    assert set(entry) >= {"name", "version", "last_inference", "inference_count", "execution_count", "inference_stats",
+                          "batch_stats", "memory_usage"}
+    infer = entry["inference_stats"]
+    assert set(infer) == {"success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss"}
+    assert entry["inference_count"] - before["inference_count"] == 2
+    assert infer["success"]["count"] - before["inference_stats"]["success"]["count"] == 2
+    assert infer["fail"]["count"] - before["inference_stats"]["fail"]["count"] == 1
+    assert infer["compute_infer"]["ns"] > 0 and entry["last_inference"] > 0
+    assert client.get_inference_statistics()["model_stats"][0]["name"] == "echo"  # GET /v2/models/stats
+    assert requests.get(echo.url + "/v2/models/other/stats", timeout=10).status_code == 404
+
+
+def test_statistics_add_up_over_workers():
+    """Every worker counts its own; whichever answers reports the server's totals."""
+    with running(["v2_models.Echo", "--model-name", "echo", "--workers", "2"], cwd=MODELS) as server:
+        body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [1.0]}]}
+        for _ in range(20):
+            with requests.Session() as s:  # a new connection each time: both workers get some
+                assert s.post(server.url + "/v2/models/echo/infer", json=body, timeout=10).status_code == 200
+        deadline = time.monotonic() + 10
+        while True:  # the other worker's totals arrive with its next flush (0.5 s)
+            counts = {requests.get(server.url + "/v2/models/echo/stats", timeout=10).json()["model_stats"][0]["inference_count"]
+                      for _ in range(6)}
+            if counts == {20} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert counts == {20}
 
 
 # --------------------------------------------------------------------------- inference
@@ -301,7 +360,7 @@ def test_wrong_methods_and_unknown_paths(echo):
     assert reply.status_code == 405 and "use POST" in reply.json()["error"]
     reply = requests.post(echo.url + "/v2/models/echo/ready", timeout=10)
     assert reply.status_code == 405
-    reply = requests.get(echo.url + "/v2/models/echo/config", timeout=10)
+    reply = requests.get(echo.url + "/v2/models/echo/nothing-here", timeout=10)
     assert reply.status_code == 404 and "error" in reply.json()
     reply = requests.get(echo.url + "/v2/models/nope", timeout=10)
     assert reply.status_code == 404 and "'nope'" in reply.json()["error"]
