@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 from google.protobuf import json_format
 
-from fastseldon.codec.datatypes import datatype_for, dtype_for
+from fastseldon.codec.datatypes import DATATYPES, datatype_for, dtype_for
 from fastseldon.errors import BadMetadata, BadMetric, BadRequest, CodecError, NotImplementedHook, UserModelError
 from fastseldon.metrics import Metrics
 from fastseldon.settings import UnitSettings
@@ -259,6 +259,14 @@ class SeldonService:
         entries = outputs if isinstance(outputs, list) else []
         return [o["name"] for o in entries if isinstance(o, dict) and isinstance(o.get("name"), str)]
 
+    @cached_property
+    def _v2_declared_types(self) -> dict[str, str]:
+        """Output name -> the datatype init_metadata() declares for it."""
+        outputs = self.metadata.get("outputs")
+        entries = outputs if isinstance(outputs, list) else []
+        return {o["name"]: o["datatype"] for o in entries
+                if isinstance(o, dict) and isinstance(o.get("name"), str) and o.get("datatype") in DATATYPES}
+
     def _v2_outputs(self, data: Any) -> list[Tensor]:
         """Name predict's result as V2 outputs.
 
@@ -267,10 +275,17 @@ class SeldonService:
           ``outputs`` when the counts match, else after ``class_names`` when the counts match,
           else ``output-0``, ``output-1``, ...;
         - anything else: one output, named after init_metadata()'s only output, else ``output-0``.
-        Datatypes follow the arrays' dtypes (str/bytes -> BYTES).
+        Datatypes follow the arrays' dtypes (str/bytes -> BYTES); a value that is not an array
+        (a list: no element type of its own) takes the datatype init_metadata() declares for
+        that output, so e.g. an ONNX model's FP32 outputs stay FP32.
         """
+        declared_types = self._v2_declared_types
+
+        def tensor(name: str, value: Any) -> Tensor:
+            return _v2_tensor(name, value, None if isinstance(value, np.ndarray) else declared_types.get(name))
+
         if isinstance(data, dict):
-            return [_v2_tensor(str(k), v) for k, v in data.items()]
+            return [tensor(str(k), v) for k, v in data.items()]
         several = isinstance(data, (list, tuple)) and bool(data) and all(isinstance(v, np.ndarray) for v in data)
         values = list(data) if several else [data]
         declared = self._v2_declared_outputs
@@ -282,7 +297,7 @@ class SeldonService:
                 names = [str(n) for n in class_names]
             else:
                 names = [f"output-{i}" for i in range(len(values))]
-        return [_v2_tensor(n, v) for n, v in zip(names, values)]
+        return [tensor(n, v) for n, v in zip(names, values)]
 
     # -- shared pieces
 

@@ -236,6 +236,49 @@ def test_onnx_flag_serves_the_file(models, tmp_path):
     np.testing.assert_allclose(body["data"]["ndarray"], models["mlp"].reference(x), rtol=RTOL, atol=ATOL)
 
 
+def _save_classifier(path: Path) -> Path:
+    """An iris-like classifier: one FP32 input, two outputs of different element types
+    (label INT64, probabilities FP32), as sklearn-onnx writes them."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["probabilities"], axis=1),
+         helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0)],
+        "classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_outputs_keep_their_declared_types_and_the_model_its_file_name(tmp_path):
+    """Each output of a several-output model keeps its element type on V2 REST and gRPC (the FP32
+    probabilities are not widened to FP64), and ``--onnx iris.onnx`` serves a model named iris."""
+    model = _save_classifier(tmp_path / "iris.onnx")
+    x = np.array([[0.1, 2.0, 0.3], [3.0, 0.0, 1.0]], dtype=np.float32)
+    softmax = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+    with onnx_server(["--onnx", str(model), "--device", "cpu"], tmp_path) as server:
+        body = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": x.ravel().tolist()}]}
+        reply = requests.post(server.url + "/v2/models/iris/infer", json=body, timeout=10)
+        assert reply.status_code == 200, reply.text
+        outputs = {o["name"]: o for o in reply.json()["outputs"]}
+        assert {n: (o["datatype"], o["shape"]) for n, o in outputs.items()} == {
+            "label": ("INT64", [2]), "probabilities": ("FP32", [2, 3])}
+        assert outputs["label"]["data"] == [1, 0]
+        client = tritongrpc.InferenceServerClient(server.grpc_target)
+        infer_input = tritongrpc.InferInput("x", [2, 3], "FP32")
+        infer_input.set_data_from_numpy(x)
+        result = client.infer("iris", [infer_input])
+        assert result.as_numpy("probabilities").dtype == np.float32 and result.as_numpy("label").dtype == np.int64
+        np.testing.assert_allclose(result.as_numpy("probabilities"), softmax, rtol=1e-5)
+        client.close()
+        assert requests.get(server.url + "/v2/models/iris/ready", timeout=10).status_code == 200
+
+
 # ----------------------------------------------------------------------------- startup failures
 def test_missing_model_file_exits_non_zero(tmp_path):
     missing = tmp_path / "absent.onnx"
