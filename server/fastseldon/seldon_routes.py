@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastseldon import codec
+from fastseldon import codec, openapi
 from fastseldon import seldon_protocol as sp
 from fastseldon.errors import FastSeldonError, NotSupported
 from fastseldon.http import JSON, TEXT, Request, Response
@@ -56,6 +56,7 @@ class SeldonEndpoints:
         self.service = app.service
         self.runner = app.runner
         self.passthrough = app.unit.payload_passthrough
+        self._openapi: bytes | None = None
 
     # -- REST
 
@@ -70,6 +71,7 @@ class SeldonEndpoints:
         router.add(("GET",), ("/health/ping",), self.rest_ping)
         router.add(("GET",), ("/health/status", "/api/v1.0/health/status"), timed("/health/status", self.rest_health))
         router.add(("GET",), ("/metadata", "/api/v1.0/metadata"), timed("/metadata", self.rest_metadata))
+        router.add(("GET",), ("/seldon.json",), self.rest_openapi)
 
     def _body(self, request: Request, *, fast: bool) -> Any:
         return sp.parse_rest_body(request.body, request.headers.get(b"content-type", b""), request.query, fast=fast)
@@ -108,6 +110,11 @@ class SeldonEndpoints:
     async def rest_health(self, request: Request) -> Response:
         reply = await self.runner.run(self.service.health_status())
         return Response(reply.status, sp.reply_to_json(reply))
+
+    async def rest_openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = codec.dumps(openapi.document())
+        return Response(200, self._openapi, JSON)
 
     async def rest_metadata(self, request: Request) -> Response:
         return Response(200, codec.dumps(self.service.get_metadata()), JSON)

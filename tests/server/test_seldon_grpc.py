@@ -11,6 +11,7 @@ from google.protobuf import empty_pb2, json_format
 
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.proto import prediction_pb2_grpc as pbg
+from support.seldon_envs import real_seldon_core, seldon_core_env
 from support.serving import running
 
 PARAMS = json.dumps([{"name": "offset", "value": "1", "type": "FLOAT"}, {"name": "label", "value": "g", "type": "STRING"}])
@@ -158,3 +159,49 @@ def test_grpc_only_api_type():
     with running(["Doubler", "--api-type", "GRPC"], grpc_only=True) as server:
         with grpc.insecure_channel(server.grpc_target) as channel:
             assert list(pbg.ModelStub(channel).Predict(tensor_msg([3], [1, 1])).data.tensor.values) == [6.0]
+
+
+# --------------------------------------------------------------------------- models written against seldon_core
+# (the real package in the seldon-core CI environments, tests/models/seldon_stub elsewhere)
+
+def test_seldon_component_subclass_over_grpc():
+    with running(["SeldonSubclass"], env=seldon_core_env()) as server, grpc.insecure_channel(server.grpc_target) as channel:
+        out = pbg.ModelStub(channel).Predict(tensor_msg([1, 2], [1, 2], puid="g"))
+        assert list(out.data.tensor.values) == [2.0, 4.0] and out.meta.puid == "g"
+        meta = json_format.MessageToDict(out.meta)
+        assert meta["tags"] == {"runtime": "tag"}
+        assert meta["metrics"] == [{"key": "subclass_calls", "value": 1.0, "tags": {"kind": "runtime", "method": "predict"}}]
+        assert list(pbg.TransformerStub(channel).TransformInput(tensor_msg([3], [1, 1])).data.tensor.values) == [3.0]
+        code, details = _code(pbg.RouterStub(channel).Route, tensor_msg([1], [1, 1]))
+        assert code == grpc.StatusCode.UNIMPLEMENTED and details == "route is not implemented"
+        m = pb.SeldonMessage()
+        json_format.ParseDict({"fail": 1}, m.jsonData)
+        code, details = _code(pbg.ModelStub(channel).Predict, m)  # status_code 402 -> a client error code
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details == "Test-Error-Msg"
+
+
+def test_legacy_grpc_hooks():
+    with running(["LegacyHooks"]) as server, grpc.insecure_channel(server.grpc_target) as channel:
+        out = pbg.ModelStub(channel).Predict(tensor_msg([1], [1, 1], puid="q"))
+        assert out.strData == "via predict_grpc" and not out.HasField("meta")
+        assert pbg.GenericStub(channel).TransformInput(tensor_msg([1], [1, 1])).strData == "via transform_input_grpc"
+        assert json_format.MessageToDict(pbg.RouterStub(channel).Route(tensor_msg([1], [1, 1])).data) == {"ndarray": [[8.0]]}
+        lst = pb.SeldonMessageList(seldonMessages=[tensor_msg([1], [1, 1])] * 3)
+        assert pbg.CombinerStub(channel).Aggregate(lst).strData == "via aggregate_grpc: 3"
+        assert pbg.ModelStub(channel).SendFeedback(pb.Feedback(reward=0.5)).strData == "via send_feedback_grpc: 0.5"
+
+
+@pytest.mark.parametrize("include", ["true", "false"])
+def test_raw_proto_reply_metrics(include):
+    """predict_raw answering a SeldonMessage proto: its meta.metrics go to Prometheus, and leave the
+    reply when INCLUDE_METRICS_IN_CLIENT_RESPONSE=false; its tags stay."""
+    env = {**seldon_core_env(), "INCLUDE_METRICS_IN_CLIENT_RESPONSE": include}
+    with running(["RawProto"], env=env) as server, grpc.insecure_channel(server.grpc_target) as channel:
+        out = pbg.ModelStub(channel).Predict(tensor_msg([1], [1, 1]))
+        assert out.strData.startswith("grpc:")
+        if real_seldon_core():  # the hook got seldon_core's own class, as Seldon gives it
+            assert out.strData == "grpc:seldon_core.proto.prediction_pb2"
+        assert json_format.MessageToDict(out.meta)["tags"] == {"t": "grpc"}
+        assert [m.key for m in out.meta.metrics] == (["raw_grpc_calls"] if include == "true" else [])
+        text = server.scrape("raw_grpc_calls{")
+        assert 'raw_grpc_calls{' in text and 'method="predict"' in text

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import threading
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 
+from support.seldon_envs import seldon_core_env
 from support.serving import running
 
 PARAMS = json.dumps([
@@ -316,3 +318,96 @@ def test_cors_like_flask_cors(doubler):
     r = requests.options(doubler.url + "/api/v1.0/predictions", headers={"Origin": "http://x",
                          "Access-Control-Request-Headers": "content-type"}, timeout=5)
     assert r.status_code == 200 and r.headers["access-control-allow-headers"] == "content-type"
+
+
+# --------------------------------------------------------------------------- models written against seldon_core
+# (the real package in the seldon-core CI environments, tests/models/seldon_stub elsewhere)
+
+@pytest.fixture(scope="module")
+def subclass():
+    with running(["SeldonSubclass"], env=seldon_core_env()) as server:
+        yield server
+
+
+def test_seldon_component_subclass_base_hooks_are_absent(subclass):
+    out = post(subclass, "/predict", {"data": {"ndarray": [[1, 2]]}, "meta": {"puid": "p"}})
+    assert out.status_code == 200, out.text  # no "tags is not implemented" from the base class
+    assert out.json() == {"data": {"names": ["t:0", "t:1"], "ndarray": [[2.0, 4.0]]},
+                          "meta": {"puid": "p", "tags": {"runtime": "tag"},
+                                   "metrics": [{"key": "subclass_calls", "type": "COUNTER", "value": 1.0,
+                                                "tags": {"kind": "runtime", "method": "predict"}}]}}
+    # transform_input raises SeldonNotImplementedError at call time: identity
+    assert post(subclass, "/transform-input", {"data": {"ndarray": [[5]]}}).json() == {
+        "data": {"names": ["t:0"], "ndarray": [[5]]}, "meta": {}}
+    assert post(subclass, "/transform-output", {"strData": "x"}).json() == {"meta": {"tags": {"out": "yes"}}, "strData": "x"}
+    # health_status_raw is the base's: falls through to the user's health_status
+    assert requests.get(subclass.url + "/health/status", timeout=5).json() == {"jsonData": {"healthy": True}, "meta": {}}
+    # the base route/aggregate raise, and Seldon answers that: 400 with their message
+    status, _, info = _status(post(subclass, "/route", {"data": {"ndarray": [[1]]}}))
+    assert (status, info) == (400, "route is not implemented")
+    status, _, info = _status(post(subclass, "/aggregate", [{"data": {"ndarray": [[1]]}}]))
+    assert (status, info) == (400, "aggregate is not implemented")
+    text = subclass.scrape("subclass_calls_total")
+    assert 'subclass_calls_total{' in text and 'kind="runtime"' in text and 'method="predict"' in text
+
+
+def test_user_exception_with_status_code_and_to_dict(subclass):
+    """Seldon's documented model_error_handler pattern, without Flask: that status, to_dict() as the body."""
+    r = post(subclass, "/predict", {"jsonData": {"fail": 1}})
+    assert r.status_code == 402
+    assert r.json() == {"status": {"status": 402, "message": "Test-Error-Msg", "app_code": 1402}}
+
+
+def test_health_status_without_any_hook_is_healthy():
+    with running(["LegacyHooks"]) as plain:
+        assert requests.get(plain.url + "/health/status", timeout=5).json() == {"meta": {}, "strData": "healthy"}
+
+
+def test_legacy_rest_hooks():
+    with running(["LegacyHooks"]) as server:
+        assert post(server, "/predict", {"data": {"ndarray": [[1, 2]]}}).json() == {
+            "jsonData": {"via": "predict_rest", "got": {"data": {"ndarray": [[1, 2]]}}}}
+        assert post(server, "/transform-input", {"data": {"ndarray": [[1], [2]]}}).json() == {
+            "strData": "via transform_input_rest", "meta": {"tags": {"n": 2}}}
+        assert post(server, "/route", {"data": {"ndarray": [[1]]}}).json() == {"data": {"ndarray": [[7]]}}
+        assert post(server, "/aggregate", {"seldonMessages": [{"strData": "a"}, {"strData": "b"}]}).json() == {
+            "strData": "via aggregate_rest: 2"}
+        fb = {"request": {"data": {"ndarray": [[1]]}}, "reward": 0.5}
+        assert post(server, "/api/v1.0/feedback", fb).json() == {"strData": "via send_feedback_rest: 0.5"}
+
+
+def test_raw_dict_reply_metrics_recorded_and_dropped_when_asked():
+    with running(["RawProto"], env={"INCLUDE_METRICS_IN_CLIENT_RESPONSE": "false"}) as server:
+        assert post(server, "/predict", {"data": {"ndarray": [[1]]}}).json() == {"strData": "rest", "meta": {"tags": {"t": "rest"}}}
+        assert 'raw_rest_total_calls_total{' in server.scrape("raw_rest_total_calls_total")
+
+
+def test_feedback_counters_carry_seldon_labels():
+    env = {"PREDICTIVE_UNIT_ID": "unit-a", "PREDICTIVE_UNIT_IMAGE": "repo/img:1.2", "SELDON_DEPLOYMENT_ID": "dep"}
+    with running(["Rich"], env=env) as server:
+        post(server, "/api/v1.0/feedback", {"request": {"data": {"ndarray": [[1]]}}, "reward": 2.0})
+        text = server.scrape("seldon_api_model_feedback_reward_total")
+    line = next(x for x in text.splitlines() if x.startswith("seldon_api_model_feedback_total{"))
+    for label in ('method="feedback"', 'model_name="unit-a"', 'model_image="repo/img"', 'model_version="1.2"',
+                  'deployment_name="dep"', 'predictor_name="NOT_IMPLEMENTED"', 'image_name="repo/img"'):
+        assert label in line, line
+    assert any(x.startswith("seldon_api_model_feedback_reward_total{") and x.endswith(" 2.0") for x in text.splitlines())
+
+
+def test_model_metadata_is_yaml():
+    meta = "name: from-yaml\nversions: [v1, v2,]\ncustom: {team: ml}\n"
+    with running(["Doubler"], env={"MODEL_METADATA": meta}) as server:
+        got = requests.get(server.url + "/metadata", timeout=5).json()
+    assert (got["name"], got["versions"], got["custom"]) == ("from-yaml", ["v1", "v2"], {"team": "ml"})
+
+
+def test_seldon_json_describes_the_api(doubler):
+    r = requests.get(doubler.url + "/seldon.json", timeout=5)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["openapi"].startswith("3.") and {"/api/v1.0/predictions", "/predict", "/send-feedback", "/aggregate",
+                                               "/health/status", "/metadata"} <= set(doc["paths"])
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["SeldonMessage"]["properties"]) == {"status", "meta", "data", "binData", "strData", "jsonData", "customData"}
+    refs = set(re.findall(r'"#/components/schemas/(\w+)"', r.text))
+    assert refs <= set(schemas), refs - set(schemas)

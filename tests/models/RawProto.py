@@ -1,0 +1,18 @@
+"""predict_raw answers a SeldonMessage proto on gRPC (seldon_core's own class when installed) and
+a dict on REST, both with meta.metrics and meta.tags."""
+try:
+    from seldon_core.proto import prediction_pb2
+except ImportError:  # the stand-in seldon_core has no protos: fastseldon's are the same messages
+    from fastseldon.proto import prediction_pb2
+
+
+class RawProto:
+    def predict_raw(self, request):
+        if isinstance(request, dict):
+            return {"strData": "rest", "meta": {"tags": {"t": "rest"},
+                                                "metrics": [{"type": "COUNTER", "key": "raw_rest_total_calls", "value": 1}]}}
+        reply = prediction_pb2.SeldonMessage(strData=f"grpc:{type(request).__module__}")
+        reply.meta.tags["t"].string_value = "grpc"
+        metric = reply.meta.metrics.add()
+        metric.key, metric.type, metric.value = "raw_grpc_calls", prediction_pb2.Metric.GAUGE, 3.0
+        return reply
