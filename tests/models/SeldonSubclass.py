@@ -23,7 +23,22 @@ class UserCustomException(Exception):
         return {"status": {"status": self.status_code, "message": self.message, "app_code": self.application_error_code}}
 
 
+try:  # Seldon needs Flask for this (fastseldon does not): the differential test serves both
+    import flask
+except ImportError:
+    flask = None
+
+
 class SeldonSubclass(SeldonComponent):
+    if flask is not None:
+        model_error_handler = flask.Blueprint("error_handlers", __name__)
+
+        @model_error_handler.app_errorhandler(UserCustomException)
+        def handle_custom_error(error):
+            response = flask.jsonify(error.to_dict())
+            response.status_code = error.status_code
+            return response
+
     def __init__(self, factor=2, **kwargs):
         super().__init__(**kwargs)
         self.factor = float(factor)
