@@ -147,8 +147,8 @@ def start_metrics_server(settings: ServerSettings, collectors: tuple[Any, ...] =
     registry.register(_Merged(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, *collectors):
         registry.register(collector)
-    server, thread = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
-    return server
+    started = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+    return started[0] if started else None  # prometheus_client < 0.16 (seldon-core 1.17 pins 0.8) returns nothing
 
 
 class Metrics:
@@ -233,7 +233,7 @@ class Metrics:
 
     def record_custom(self, metrics: list[dict[str, Any]], method: str) -> None:
         """Seldon's COUNTER / GAUGE / TIMER (milliseconds) custom metrics, with its labels."""
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Counter, Histogram
 
         for m in metrics:
             labels = {**(m.get("tags") or {}), "method": method, **self._default_labels}
@@ -245,7 +245,7 @@ class Metrics:
                     if m["type"] == "COUNTER":
                         metric = Counter(m["key"], "", names, registry=None)
                     elif m["type"] == "GAUGE":
-                        metric = Gauge(m["key"], "", names, registry=None, multiprocess_mode="mostrecent")
+                        metric = _gauge(m["key"], names)
                     else:
                         metric = Histogram(m["key"], "", names, buckets=SELDON_TIMER_BUCKETS, registry=None)
                     self._custom[key] = metric
@@ -256,3 +256,14 @@ class Metrics:
                 child.set(m["value"])
             else:
                 child.observe(m["value"] / 1000.0)
+
+
+def _gauge(name: str, labels: tuple[str, ...]) -> Any:
+    """Seldon's GAUGE: the latest value set. prometheus_client before 0.16 (seldon-core 1.17 pins
+    0.8) has no "mostrecent" multiprocess mode: the largest value over the workers, there."""
+    from prometheus_client import Gauge
+
+    try:
+        return Gauge(name, "", labels, registry=None, multiprocess_mode="mostrecent")
+    except ValueError:
+        return Gauge(name, "", labels, registry=None, multiprocess_mode="max")
