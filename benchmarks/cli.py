@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from benchmarks import plots, report, runner, scenarios, servers
+from benchmarks import graphs, plots, report, runner, scenarios, servers
 from benchmarks.machine import describe
 
 
@@ -40,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start servers, verify, load them, write results, report and plots")
     run.add_argument("--scenario", nargs="+", metavar="NAME", help="scenario names or prefixes; 'all' adds the cost model")
-    run.add_argument("--servers", type=_names, help="comma list; 'ceiling' = all three ceilings, 'fastseldon@REV' = "
-                     "fastseldon at git revision REV (default fastseldon,seldon-core,mlserver,ceiling; smoke: "
+    run.add_argument("--servers", type=_names, help="comma list; 'ceiling' = all three ceilings, 'graph' = the three "
+                     "graph servers, 'fastseldon@REV' = fastseldon at git revision REV (default "
+                     "fastseldon,seldon-core,mlserver,ceiling, plus graph when a graph scenario is chosen; smoke: "
                      "fastseldon,ceiling; with --baseline-rev: fastseldon)")
     run.add_argument("--baseline-rev", action="append", metavar="REV", default=[],
                      help="also run fastseldon@REV (any git revision: exported and built once under "
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="server worker processes, the same for every server")
     run.add_argument("--server-cpus", type=_ints, help="cores for the servers (default: the first core)")
     run.add_argument("--client-cpus", type=_ints, help="cores for the load generators (default: the others)")
+    run.add_argument("--graph-unit-cpus", type=_ints, help="cores for graph-remote's unit processes (default: the "
+                     "server cores, shared with the graph executor)")
     run.add_argument("--open-loop", type=_floats, help="open-loop rates as fractions of the slowest server's "
                      "peak, e.g. 0.5,0.9; empty string: none (default 0.5)")
     run.add_argument("--open-loop-duration", type=float, help="seconds per open-loop run (default: --duration)")
@@ -75,17 +78,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> runner.RunConfig:
     smoke = args.smoke
+    chosen = scenarios.select(args.scenario, smoke=smoke)
     if args.servers:
         names = list(args.servers)
     elif args.baseline_rev:
         names = ["fastseldon"]
     else:
         names = ["fastseldon", "ceiling"] if smoke else ["fastseldon", "seldon-core", "mlserver", "ceiling"]
+        if any(s.model == "graph" for s in chosen):
+            names = ["graph"] if all(s.model == "graph" for s in chosen) else [*names, "graph"]
     names += [rev if rev.startswith("fastseldon@") else f"fastseldon@{rev}" for rev in args.baseline_rev]
     server_cpus, client_cpus = runner.default_cpus(args.workers)
     duration = args.duration or (1 if smoke else 5)
     return runner.RunConfig(
-        scenarios=scenarios.select(args.scenario, smoke=smoke),
+        scenarios=chosen,
         servers=servers.expand(names),
         concurrency=args.concurrency or ([1, 16] if smoke else [1, 16, 64]),
         duration_s=duration,
@@ -94,6 +100,7 @@ def _config(args: argparse.Namespace) -> runner.RunConfig:
         workers=args.workers,
         server_cpus=set(args.server_cpus) if args.server_cpus else server_cpus,
         client_cpus=set(args.client_cpus) if args.client_cpus else client_cpus,
+        graph_unit_cpus=set(args.graph_unit_cpus or []),
         open_loop=args.open_loop if args.open_loop is not None else [0.5],
         open_loop_duration_s=args.open_loop_duration or float(duration),
         h2_streams=args.h2_streams,
@@ -119,6 +126,8 @@ def _print_summary(results: dict) -> None:
         print(f"  {r['label']:<38} fastseldon {report._rps(r['fastseldon_rps']):>9} req/s  "
               f"{r['baseline']:<14} {report._rps(r['baseline_rps']):>9} req/s  ratio {ratio:>6} "
               f"(target {r['minimum']:g})  {r['status']}")
+    for line in graphs.summary_lines(results):
+        print(line)
 
 
 def _print_revisions(results: dict) -> None:

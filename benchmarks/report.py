@@ -1,10 +1,12 @@
 """The markdown report: targets, ratios, throughput and latency tables, from results.json."""
 from __future__ import annotations
 
+from benchmarks import graphs
 from benchmarks.machine import describe
 from benchmarks.scenarios import BY_NAME
 
-ORDER = ["fastseldon", "seldon-core", "mlserver", "ceiling-http", "grpc-echo-threaded", "grpc-echo-aio"]
+ORDER = ["fastseldon", "seldon-core", "mlserver", "ceiling-http", "grpc-echo-threaded", "grpc-echo-aio",
+         *graphs.SERVER_NAMES.values()]
 
 
 def _rps(x: float | None) -> str:
@@ -58,7 +60,8 @@ def render(results: dict, command: str) -> str:
         lines += [f"**Run status: WITH ERRORS ({len(issues)})** — see *Errors and failed checks* below.", ""]
     else:
         lines += ["Run status: clean (no failed answer checks, no transport errors, no non-2xx answers).", ""]
-    lines += _revisions(results) + _targets(results) + _per_scenario(results) + _open_loop(results) + _errors(issues) + _plots()
+    lines += _revisions(results) + _targets(results) + graphs.render(results)
+    lines += _per_scenario(results) + _open_loop(results) + _errors(issues) + _plots()
     return "\n".join(lines) + "\n"
 
 
@@ -152,7 +155,8 @@ def _per_scenario(results: dict) -> list[str]:
             continue
         out += [f"### {name}", ""]
         if sc is not None:
-            model = "identity" if sc.model == "identity" else f"{sc.model} model ({sc.cost_us} µs per call)"
+            model = {"identity": "identity", "graph": "graph units (see *Graphs*)"}.get(
+                sc.model, f"{sc.model} model ({sc.cost_us} µs per call)")
             out += [f"{sc.api}, {sc.encoding}, {sc.size_label} {sc.dtype}, {model}.", ""]
         head = "| server | " + " | ".join(f"c={c} req/s" for c in concs) + f" | p50 ms @c={concs[-1]} | p99 ms @c={concs[-1]} | errors |"
         out += [head, "|---|" + "---:|" * (len(concs) + 3)]

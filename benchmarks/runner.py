@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import loadgen, openloop, revisions, servers
+from benchmarks import graphs, loadgen, openloop, revisions, servers
 from benchmarks.machine import machine_info
 from benchmarks.payloads import grpc_request, http_request
-from benchmarks.scenarios import TARGETS, Scenario
+from benchmarks.scenarios import BY_NAME, TARGETS, Scenario
 from benchmarks.verify import verify_until_ready
 
 
@@ -30,6 +30,7 @@ class RunConfig:
     workers: int = 1
     server_cpus: set[int] = field(default_factory=set)
     client_cpus: set[int] = field(default_factory=set)
+    graph_unit_cpus: set[int] = field(default_factory=set)  # graph-remote's unit processes; empty: server_cpus
     open_loop: list[float] = field(default_factory=lambda: [0.5])  # fractions of the slowest server's peak
     open_loop_duration_s: float = 5.0
     open_loop_max_rps: float = 5000.0  # past this a Python generator on one core is the bottleneck
@@ -47,6 +48,7 @@ class RunConfig:
             "workers": self.workers,
             "server_cpus": sorted(self.server_cpus),
             "client_cpus": sorted(self.client_cpus),
+            "graph_unit_cpus": sorted(self.graph_unit_cpus or self.server_cpus),
             "open_loop_fractions": self.open_loop,
             "open_loop_duration_s": self.open_loop_duration_s,
             "open_loop_max_rps": self.open_loop_max_rps,
@@ -202,12 +204,13 @@ def _start_all(names: list[str], model: str, cost_us: int, config: RunConfig, re
     running: dict[str, servers.RunningServer] = {}
     for name in names:
         spec = servers.SERVERS[name]
-        key = name if model == "identity" else f"{name} ({model} {cost_us} us)"
+        key = name if model in ("identity", "graph") else f"{name} ({model} {cost_us} us)"
         if key in results["servers"]:
             key += f" (restart {sum(k.startswith(key) for k in results['servers'])})"
         try:
             srv = servers.start(spec, model=model, cost_us=cost_us, workers=config.workers,
-                                cpus=config.server_cpus, log_dir=config.out / "logs")
+                                cpus=config.server_cpus, log_dir=config.out / "logs",
+                                unit_cpus=config.graph_unit_cpus or config.server_cpus)
         except (OSError, ValueError) as exc:
             results["servers"][key] = {"started": False, "problem": str(exc)}
             progress.note(f"{name}: not started: {exc}")
@@ -218,6 +221,9 @@ def _start_all(names: list[str], model: str, cost_us: int, config: RunConfig, re
             native, problem = _loaded_from(srv)
         results["servers"][key] = {"started": problem is None, "problem": problem, "command": srv.command,
                                    "notes": srv.notes, "log": str(srv.log_path)}
+        if srv.companions:
+            results["servers"][key]["units"] = {c.name: {"command": c.command, "log": str(c.log_path)}
+                                                for c in srv.companions}
         if native:
             results["servers"][key]["native_modules"] = native
         if problem:
@@ -346,6 +352,7 @@ def summarize(results: dict) -> None:
     failed = {(v["server"], v["scenario"]) for v in results.get("verification", []) if not v["ok"]}
     results["ratios"] = ratios(peaks, failed)
     results["revision_ratios"] = revision_ratios(summary, peaks, failed)
+    results["graphs"] = graphs.summarize(results, {s.name for s in BY_NAME.values() if s.model == "graph"})
 
 
 def revision_ratios(summary: list[dict], peaks: dict, failed: set[tuple[str, str]] = frozenset()) -> list[dict]:
@@ -407,7 +414,8 @@ def ratios(peaks: dict, failed: set[tuple[str, str]] = frozenset()) -> list[dict
     pairs = []
     for scenario, by_server in peaks.items():
         for server in by_server:
-            if server != "fastseldon":
+            # graph servers are compared with each other (graphs.summarize), not with fastseldon
+            if server != "fastseldon" and not server.startswith("graph-"):
                 pairs.append((scenario, server, scenario))
         if {"grpc-echo-threaded", "grpc-echo-aio"} & set(by_server):
             pairs.append((scenario, "grpc-echo-best", scenario))

@@ -26,7 +26,7 @@ class Scenario:
     rows: int
     cols: int
     dtype: str = "float64"  # numpy dtype name of the payload
-    model: str = "identity"  # identity | cost (see models/)
+    model: str = "identity"  # identity | cost | graph (see models/; graph: graphs.py, graph servers only)
     cost_us: int = 0  # per-call busy time of the cost model
     smoke: bool = False  # part of the few-seconds smoke run
 
@@ -71,6 +71,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     # The same front with a model that costs 1 ms of CPU per call: shows how much of the
     # server's overhead still matters once the model does real work.
     Scenario("seldon-rest-ndarray-1x10-cost1ms", SELDON_REST, "ndarray", 1, 10, model="cost", cost_us=1000),
+    # Issue 13: a 3-unit chain (in one process, and all remote) against its model alone; graphs.py.
+    Scenario("graph-chain3-rest-ndarray-1x10", SELDON_REST, "ndarray", 1, 10, model="graph"),
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}

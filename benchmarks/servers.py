@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import revisions
+from benchmarks import graphs, revisions
 from benchmarks.scenarios import MODEL_NAME, SELDON_GRPC, SELDON_REST, V2_GRPC, V2_REST, Scenario
 
 HERE = Path(__file__).resolve().parent
@@ -35,13 +35,16 @@ class ServerSpec:
     """A server the harness can run: what it speaks and what kind of figure it gives."""
 
     name: str
-    role: str  # product | revision (fastseldon at another commit) | baseline | ceiling
+    role: str  # product | revision (fastseldon at another commit) | baseline | ceiling | graph
     apis: frozenset[str]
     unsupported: frozenset[str] = frozenset()  # scenario encodings it does not implement
     echo: bool = False  # answers with the request bytes (ceilings), not a decoded tensor
     revision: revisions.Revision | None = None  # role "revision": the commit it runs
+    graph: str = ""  # role "graph": single | inprocess | remote (graphs.py)
 
     def serves(self, scenario: Scenario) -> bool:
+        if (scenario.model == "graph") != (self.role == "graph"):  # graph scenarios only on graph servers
+            return False
         return scenario.api in self.apis and scenario.encoding not in self.unsupported and (
             scenario.model == "identity" or self.role != "ceiling"
         )
@@ -57,9 +60,11 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("ceiling-http", "ceiling", frozenset({SELDON_REST, V2_REST}), echo=True),
         ServerSpec("grpc-echo-threaded", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
         ServerSpec("grpc-echo-aio", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
+        # The graph scenarios (graphs.py): the chain's model alone, the chain in one process, the chain all remote.
+        *(ServerSpec(name, "graph", frozenset({SELDON_REST}), graph=layout) for layout, name in graphs.SERVER_NAMES.items()),
     )
 }
-GROUPS = {"ceiling": ["ceiling-http", "grpc-echo-threaded", "grpc-echo-aio"]}
+GROUPS = {"ceiling": ["ceiling-http", "grpc-echo-threaded", "grpc-echo-aio"], "graph": list(graphs.SERVER_NAMES.values())}
 
 
 def revision_server(rev: str) -> ServerSpec:
@@ -91,6 +96,17 @@ def expand(names: list[str]) -> list[str]:
 
 
 @dataclass
+class Companion:
+    """A process a server needs besides its own (graph-remote: one per remote unit), in its own process group."""
+
+    name: str
+    command: list[str]
+    http_port: int
+    process: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
 class RunningServer:
     """A started server: its ports, its process group, and the log it writes."""
 
@@ -102,28 +118,39 @@ class RunningServer:
     log_path: Path
     workdir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    companions: list[Companion] = field(default_factory=list)
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process.poll() is None and all(c.process.poll() is None for c in self.companions)
 
     def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        dead = [c for c in self.companions if c.process.poll() is not None]
+        text = ""
+        for path, label in [(c.log_path, f"[{c.name} exited with code {c.process.returncode}] ") for c in dead] + [
+                (self.log_path, "")]:
+            try:
+                text += label + path.read_text(errors="replace")[-chars:] + "\n"
+            except OSError:
+                pass
+        return text.rstrip("\n")[-chars:]
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the whole process group, SIGKILL what is left after the grace period."""
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        _signal_group(self.process.pid, signal.SIGKILL)  # stragglers (forked workers) too
-        self.process.wait()
+        """SIGTERM the whole process group, SIGKILL what is left after the grace period; then the companions."""
+        for proc in [self.process, *(c.process for c in self.companions)]:
+            _stop_group(proc, grace_s)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _stop_group(process: subprocess.Popen, grace_s: float) -> None:
+    if process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    _signal_group(process.pid, signal.SIGKILL)  # stragglers (forked workers) too
+    process.wait()
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -139,13 +166,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set[int], log_dir: Path) -> RunningServer:
-    """Start `spec` pinned to `cpus`; returns once the process runs (readiness is checked by the caller)."""
+def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set[int], log_dir: Path,
+          unit_cpus: set[int] | None = None) -> RunningServer:
+    """Start `spec` pinned to `cpus`; returns once the process runs (readiness is checked by the caller).
+
+    `unit_cpus` pins graph-remote's unit processes (default: `cpus`, the executor's).
+    """
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     workdir: Path | None = None
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     notes: list[str] = []
+    companions: list[Companion] = []
+    log_dir.mkdir(parents=True, exist_ok=True)
     if spec.revision is not None:
         pythonpath, _ = revisions.prepare(spec.revision)  # built once, before the first start
         env = revisions.server_env(pythonpath)  # its package first: wins over the editable install
@@ -174,24 +207,59 @@ def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set
         flavour = spec.name.rsplit("-", 1)[1]
         cmd = [sys.executable, "-m", "benchmarks.ceiling_grpc", "--port", str(grpc_port), "--flavour", flavour,
                "--workers", str(workers)]
+    elif spec.graph:
+        workdir = _model_dir(model, "graph_units.py")
+        common = ["--workers", str(workers), "--log-level", "WARNING"]
+        if spec.graph == graphs.SINGLE:
+            _node, cls, kind = graphs.MODEL_UNIT
+            cmd = [sys.executable, "-m", "fastseldon", "serve", cls, "--service-type", kind, "--http-port",
+                   str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), *common]
+        else:
+            spec_path = graphs.write_spec(log_dir.parent / "graphs")  # in the run's output folder
+            cmd = [sys.executable, "-m", "fastseldon", "graph", str(spec_path.resolve()), "--source", str(workdir),
+                   "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+                   *common]
+            if spec.graph == graphs.REMOTE:
+                pinned = unit_cpus or cpus
+                for node, cls, kind in graphs.CHAIN:
+                    unit_port = free_port()
+                    unit_cmd = [sys.executable, "-m", "fastseldon", "serve", cls, "--service-type", kind,
+                                "--http-port", str(unit_port), "--grpc-port", str(free_port()),
+                                "--metrics-port", str(free_port()), *common]
+                    unit_env = {**env, "PREDICTIVE_UNIT_ID": node, "PREDICTIVE_UNIT_IMAGE": graphs.image(node)}
+                    unit_log = log_dir / f"{spec.name}-{node}.log"
+                    companions.append(Companion(node, unit_cmd, unit_port,
+                                                _popen(unit_cmd, workdir, unit_env, pinned, unit_log), unit_log))
+                    cmd += ["--remote", f"{node}=http://127.0.0.1:{unit_port}"]
+                notes.append(f"remote units {', '.join(c.name for c in companions)} on cores {sorted(pinned)}")
+        notes.append(f"graph layout {spec.graph}: " + " ".join(cmd[1:]))
     else:
         raise ValueError(spec.name)
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{spec.name.replace('@', '-')}-{model}.log"
+    try:
+        proc = _popen(cmd, workdir or ROOT, env, cpus, log_path)
+    except OSError:
+        for c in companions:
+            _stop_group(c.process, 0)
+        raise
+    return RunningServer(spec, cmd, http_port, grpc_port, proc, log_path, workdir, notes, companions)
+
+
+def _popen(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None, log_path: Path) -> subprocess.Popen:
+    """Start `cmd` in its own process group, pinned to `cpus`, stdout and stderr appended to `log_path`."""
     log = open(log_path, "ab")
     try:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir or ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
     finally:
         log.close()
-    return RunningServer(spec, cmd, http_port, grpc_port, proc, log_path, workdir, notes)
 
 
 def wait_listening(server: RunningServer, timeout_s: float = 90.0) -> str | None:
     """Wait until the server's ports accept connections; None when up, else why not."""
-    ports = []
+    ports = [c.http_port for c in server.companions]
     if server.spec.apis & {SELDON_REST, V2_REST}:
         ports.append(server.http_port)
     if server.spec.apis & {SELDON_GRPC, V2_GRPC}:
@@ -199,6 +267,8 @@ def wait_listening(server: RunningServer, timeout_s: float = 90.0) -> str | None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not server.alive():
+            if server.process.poll() is None:
+                return f"a unit exited: {server.log_tail()}"
             return f"exited with code {server.process.returncode}: {server.log_tail()}"
         if all(_accepts(p) for p in ports):
             return None
@@ -220,10 +290,10 @@ def _seldon_parameters(cost_us: int) -> list[str]:
     return ["--parameters", json.dumps([{"name": "cost_us", "value": str(cost_us), "type": "INT"}])]
 
 
-def _model_dir(model: str) -> Path:
-    """A temp dir holding MyModel.py, the directory a Seldon server is started from."""
+def _model_dir(model: str, source: str = "MyModel.py") -> Path:
+    """A temp dir holding models/`source`, the directory a Seldon server is started from."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{model}-"))
-    shutil.copy(MODELS / "MyModel.py", workdir / "MyModel.py")
+    shutil.copy(MODELS / source, workdir / source)
     return workdir
 
 

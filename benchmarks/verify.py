@@ -11,7 +11,8 @@ import time
 import grpc
 import requests
 
-from benchmarks.payloads import check_grpc_answer, check_http_answer, grpc_request, http_request, v2_grpc_modules
+from benchmarks import graphs
+from benchmarks.payloads import array_for, check_grpc_answer, check_http_answer, grpc_request, http_request, v2_grpc_modules
 from benchmarks.scenarios import SELDON_GRPC, Scenario
 from benchmarks.servers import RunningServer
 
@@ -56,6 +57,8 @@ def _verify_http(server: RunningServer, scenario: Scenario, timeout_s: float) ->
         if resp.status_code != 200 or resp.content != req.body:
             return f"echo server answered HTTP {resp.status_code} with {len(resp.content)} bytes, not the request"
         return None
+    if server.spec.graph:  # a graph server answers the chain's values (or the lone model's), not the input
+        return graphs.check_answer(server.spec.graph, array_for(scenario), resp.status_code, resp.content)
     headers = {k.lower(): v for k, v in resp.headers.items()}
     return check_http_answer(scenario, resp.status_code, headers, resp.content)
 

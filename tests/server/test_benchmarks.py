@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import loadgen, openloop, payloads, report, revisions, runner, scenarios, servers, verify
+from benchmarks import graphs, loadgen, openloop, payloads, report, revisions, runner, scenarios, servers, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_SCENARIOS = [s for s in scenarios.SCENARIOS if s.transport == "http"]
@@ -323,6 +323,43 @@ def test_smoke_run_writes_a_clean_report_and_plots(tmp_path):
     for name in ("throughput.png", "latency.png", "latency-cdf.png", "targets.png"):
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
+
+
+def test_graph_scenarios_run_only_on_graph_servers_and_check_the_chain():
+    sc = scenarios.BY_NAME["graph-chain3-rest-ndarray-1x10"]
+    assert sc not in scenarios.select(None) and sc in scenarios.select(["graph"])
+    assert [n for n, spec in servers.SERVERS.items() if spec.serves(sc)] == servers.expand(["graph"])
+    assert not servers.SERVERS["graph-single"].serves(scenarios.BY_NAME["seldon-rest-ndarray-1x10"])
+    x = payloads.array_for(sc)
+    chain = json.dumps({"data": {"ndarray": (2 * x + 1).tolist()}}).encode()
+    alone = json.dumps({"data": {"ndarray": (x - 1).tolist()}}).encode()
+    assert graphs.check_answer(graphs.INPROCESS, x, 200, chain) is None
+    assert graphs.check_answer(graphs.SINGLE, x, 200, alone) is None
+    assert "values differ" in graphs.check_answer(graphs.REMOTE, x, 200, alone)
+    assert "values differ" in graphs.check_answer(graphs.INPROCESS, x, 200, payloads.http_request(sc).body)
+    assert "HTTP 500" in graphs.check_answer(graphs.SINGLE, x, 500, alone)
+
+
+def test_graph_smoke_run_measures_the_chain_in_process_and_remote(tmp_path):
+    """Issue 13's benchmark: the 3-unit chain in one process and all remote, against its model alone (tiny run)."""
+    _need_tools()
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--scenario", "graph", "--duration", "1",
+                           "--repeats", "1", "--concurrency", "1,2", "--warmup", "0", "--open-loop", "",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert {v["server"] for v in results["verification"] if v["ok"]} == set(graphs.SERVER_NAMES.values())
+    assert (out / "graphs" / graphs.SPEC_FILE).is_file()
+    [row] = results["graphs"]
+    assert row["scenario"] == "graph-chain3-rest-ndarray-1x10" and row["minimum"] == graphs.TARGET
+    assert all(row[k] > 0 for k in ("single_rps", "inprocess_rps", "remote_rps", "ratio", "remote_ratio"))
+    assert row["status"] in ("met", "MISSED")
+    assert [c["concurrency"] for c in row["by_concurrency"]] == [1, 2]
+    assert row["c1"]["per_hop_us"] is not None and row["c1"]["per_hop_p50_us"] is not None
+    text = (out / "report.md").read_text()
+    assert "## Graphs" in text and "| graph-chain3-rest-ndarray-1x10 |" in text and "≥ 0.6" in text
+    assert "ratio chain/single" in proc.stdout and "cost per hop" in proc.stdout
 
 
 def test_profile_summary_ranks_own_and_inclusive_time():
