@@ -18,8 +18,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import orjson
@@ -89,26 +89,31 @@ def run(repeat: int, min_time: float) -> dict:
         assert codec.encode_seldon_message(head, arr) == _pb_encode(arr)
         assert np.array_equal(np.array(json.loads(codec.dumps(reply))["data"]["ndarray"]), arr)
 
-        t = {
-            "json_decode": best_time(lambda: codec.to_array(codec.parse_seldon_json(body)["data"]["ndarray"]), repeat, min_time),
-            "json_decode_json": best_time(lambda: np.array(json.loads(body)["data"]["ndarray"]), repeat, min_time),
-            "json_decode_orjson": best_time(lambda: np.array(orjson.loads(body)["data"]["ndarray"]), repeat, min_time),
-            "json_encode": best_time(lambda: codec.dumps(reply), repeat, min_time),
-            "json_encode_json": best_time(
-                lambda: json.dumps({"data": {"names": [], "ndarray": arr.tolist()}, "meta": {}}).encode(), repeat, min_time
-            ),
-            "json_encode_orjson": best_time(
-                lambda: orjson.dumps({"data": {"names": [], "ndarray": arr.tolist()}, "meta": {}}), repeat, min_time
-            ),
-            "proto_decode": best_time(lambda: codec.decode_seldon_message(proto), repeat, min_time),
-            "proto_decode_pb": best_time(
-                lambda: np.array(pb.SeldonMessage.FromString(proto).data.tensor.values, dtype=np.float64), repeat, min_time
-            ),
-            "proto_encode": best_time(lambda: codec.encode_seldon_message(head, arr), repeat, min_time),
-            "proto_encode_pb": best_time(lambda: _pb_encode(arr), repeat, min_time),
-        }
-        results[label] = t
+        results[label] = _time_shape(arr, body, proto, reply, head, repeat, min_time)
     return results
+
+
+def _time_shape(arr: np.ndarray, body: bytes, proto: bytes, reply: dict, head: pb.SeldonMessage, repeat: int, min_time: float) -> dict:
+    """The timings of one shape. A function of its own so that the lambdas close over its
+    arguments rather than over run()'s loop variables."""
+    return {
+        "json_decode": best_time(lambda: codec.to_array(codec.parse_seldon_json(body)["data"]["ndarray"]), repeat, min_time),
+        "json_decode_json": best_time(lambda: np.array(json.loads(body)["data"]["ndarray"]), repeat, min_time),
+        "json_decode_orjson": best_time(lambda: np.array(orjson.loads(body)["data"]["ndarray"]), repeat, min_time),
+        "json_encode": best_time(lambda: codec.dumps(reply), repeat, min_time),
+        "json_encode_json": best_time(
+            lambda: json.dumps({"data": {"names": [], "ndarray": arr.tolist()}, "meta": {}}).encode(), repeat, min_time
+        ),
+        "json_encode_orjson": best_time(
+            lambda: orjson.dumps({"data": {"names": [], "ndarray": arr.tolist()}, "meta": {}}), repeat, min_time
+        ),
+        "proto_decode": best_time(lambda: codec.decode_seldon_message(proto), repeat, min_time),
+        "proto_decode_pb": best_time(
+            lambda: np.array(pb.SeldonMessage.FromString(proto).data.tensor.values, dtype=np.float64), repeat, min_time
+        ),
+        "proto_encode": best_time(lambda: codec.encode_seldon_message(head, arr), repeat, min_time),
+        "proto_encode_pb": best_time(lambda: _pb_encode(arr), repeat, min_time),
+    }
 
 
 def _us(seconds: float) -> str:
@@ -120,7 +125,8 @@ def report(results: dict) -> list[str]:
         f"codec implementation: {codec.IMPLEMENTATION}",
         "times in microseconds per call (best of the repeats); ratio = baseline / codec",
         "",
-        f"{'shape':>9} | {'path':<13} | {'codec':>10} | {'json':>10} {'ratio':>7} | {'orjson':>10} {'ratio':>7} | {'protobuf':>10} {'ratio':>7}",
+        f"{'shape':>9} | {'path':<13} | {'codec':>10} | {'json':>10} {'ratio':>7} | "
+        f"{'orjson':>10} {'ratio':>7} | {'protobuf':>10} {'ratio':>7}",
     ]
     for label, t in results.items():
         lines.append(

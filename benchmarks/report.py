@@ -120,10 +120,10 @@ def _revisions(results: dict) -> list[str]:
                        f"`{rev['tree']}`, {impl} codec (the working tree: {probe.get('implementation', '?')}).")
     out += ["", "Both ran in this run, interleaved, same core, same settings. Ratio = current / baseline "
             "(> 1: the working tree is faster); *peak* compares each side's best median over the concurrency "
-            "levels, *best runs* each side's fastest single run; per concurrency, *median* compares the median runs and *best* the fastest runs (background "
-            "load only slows a run, so on a busy machine the best runs are the least disturbed); *spread* is "
-            "the min–max range of a side's repeats at its peak over its median — ratios within the spread "
-            "are noise.", ""]
+            "levels, *best runs* each side's fastest single run; per concurrency, *median* compares the median runs "
+            "and *best* the fastest runs (background load only slows a run, so on a busy machine the best runs are "
+            "the least disturbed); *spread* is the min–max range of a side's repeats at its peak over its median "
+            "— ratios within the spread are noise.", ""]
     concs = results["config"]["concurrency"]
     out += ["| scenario | baseline | current req/s | baseline req/s | current / baseline (peak) | best runs | "
             + " | ".join(f"c={c} median / best" for c in concs) + " | spread current / baseline | status |",
@@ -180,8 +180,8 @@ def _per_scenario(results: dict) -> list[str]:
         if ratios:
             out += ["", "fastseldon's peak against: " + "; ".join(
                 f"{r['baseline']}{'' if r['baseline_scenario'] == name else ' on ' + r['baseline_scenario']} "
-                f"**{_x(r['ratio']) if r['baseline'].startswith('fastseldon@') else _ratio(r['ratio'])}**" + (f" (target ≥ {_ratio(r['minimum'])}: {r['status']})"
-                                                 if r["minimum"] is not None else "")
+                f"**{_x(r['ratio']) if r['baseline'].startswith('fastseldon@') else _ratio(r['ratio'])}**"
+                + (f" (target ≥ {_ratio(r['minimum'])}: {r['status']})" if r["minimum"] is not None else "")
                 for r in ratios)]
         out.append("")
     return out

@@ -13,6 +13,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from string import Template
 
 import grpc
 import numpy as np
@@ -26,16 +27,17 @@ from support.serving import running
 BLOCK = 999.0
 BLOCK_SECONDS = 1.5
 
-MODEL_SOURCE = '''
+# string.Template: the model's source has braces of its own
+MODEL_SOURCE = Template('''
 import asyncio, json, threading, time
 import numpy as np
 
-BLOCK = %(block)r
+BLOCK = $block
 
 
 class BatchProbe:
     """Logs every predict call (rows, first puid) as a JSON line; returns X * 2 + 1 after 5 ms.
-    A row holding BLOCK holds the call for %(seconds)r s; a negative value raises; 777 returns one row."""
+    A row holding BLOCK holds the call for $seconds s; a negative value raises; 777 returns one row."""
 
     def __init__(self, log):
         self.log = log
@@ -66,7 +68,7 @@ class BatchProbe:
         if kind == "other":
             return X
         if kind == "start":
-            time.sleep(%(seconds)r)
+            time.sleep($seconds)
             self._record(event="end")
         return self._after(X)
 
@@ -77,10 +79,10 @@ class AsyncBatchProbe(BatchProbe):
         if kind == "other":
             return X
         if kind == "start":
-            await asyncio.sleep(%(seconds)r)
+            await asyncio.sleep($seconds)
             self._record(event="end")
         return self._after(X)
-''' % {"block": BLOCK, "seconds": BLOCK_SECONDS}
+''').substitute(block=repr(BLOCK), seconds=repr(BLOCK_SECONDS))
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
@@ -414,7 +416,7 @@ def test_async_predict_is_batched(tmp_path):
         senders = [(lambda i=i, x=x: seldon_rest(server, x, f"a-{i}")) if i % 2 else
                    (lambda i=i, x=x: seldon_grpc(probe.channel, x, f"a-{i}")) for i, x in enumerate(inputs)]
         results, after, _ = blocked(probe, senders)
-        for i, (x, (status, reply)) in enumerate(zip(inputs, results)):
+        for i, (x, (_status, reply)) in enumerate(zip(inputs, results)):
             got = seldon_rest_array(reply) if i % 2 else np.array(reply.data.tensor.values).reshape(2, 3)
             np.testing.assert_array_equal(got, x * 2 + 1)
         assert [e["rows"] for e in after if e["event"] == "call"] == [10], after
@@ -427,7 +429,7 @@ def test_batching_off_by_default_each_request_is_its_own_call(tmp_path):
         probe = Probe(server, log)
         inputs = [rows(i, 1) for i in range(4)]
         results, after, before = blocked(probe, [lambda i=i, x=x: seldon_rest(server, x, f"o-{i}") for i, x in enumerate(inputs)])
-        for x, (status, reply) in zip(inputs, results):
+        for x, (_status, reply) in zip(inputs, results):
             np.testing.assert_array_equal(seldon_rest_array(reply), x * 2 + 1)
         calls = [e["rows"] for e in before + after if e["event"] == "call"]
         assert calls == [1, 1, 1, 1]

@@ -87,7 +87,10 @@ def test_model_metadata_from_init_metadata():
         assert meta == {
             "name": "described", "versions": ["3"], "platform": "numpy_v1",
             "inputs": [{"name": "x", "datatype": "FP64", "shape": ["-1", "3"]}],  # int64 as JSON strings (protobuf's rule)
-            "outputs": [{"name": "doubled", "datatype": "FP64", "shape": ["-1", "3"]}, {"name": "total", "datatype": "FP64", "shape": ["-1"]}],
+            "outputs": [
+                {"name": "doubled", "datatype": "FP64", "shape": ["-1", "3"]},
+                {"name": "total", "datatype": "FP64", "shape": ["-1"]},
+            ],
         }
         x = np.array([[1.0, 2.0, 3.0]])
         result = client.infer("described", [make_input("x", x, "FP64")], model_version="3")

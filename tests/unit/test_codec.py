@@ -479,7 +479,12 @@ def test_seldon_proto_matches_protobuf(values, shape, names, puid):
 
 
 @SETTINGS
-@given(values=st.lists(st.floats(), max_size=40), names=st.lists(st.text(max_size=4), max_size=3), puid=st.text(max_size=5), cols=st.integers(1, 4))
+@given(
+    values=st.lists(st.floats(), max_size=40),
+    names=st.lists(st.text(max_size=4), max_size=3),
+    puid=st.text(max_size=5),
+    cols=st.integers(1, 4),
+)
 def test_encode_seldon_message_equals_protobuf(values, names, puid, cols):
     arr = np.array(values[: len(values) // cols * cols], dtype=np.float64).reshape(-1, cols)
     head = pb.SeldonMessage()
@@ -636,7 +641,10 @@ def test_encode_infer_response_equals_protobuf(impl):
     "raw,size",
     # a response of one raw output of `raw` bytes is `size` bytes: around the 1-, 2- and 3-byte
     # length varints, and one past 2 MiB (a 4-byte length)
-    [(None, 0), (0, 2), (10, 12), (125, 127), (126, 128), (200, 203), (16380, 16383), (16381, 16384), (20000, 20004), (2_100_000, 2_100_005)],
+    [
+        (None, 0), (0, 2), (10, 12), (125, 127), (126, 128), (200, 203),
+        (16380, 16383), (16381, 16384), (20000, 20004), (2_100_000, 2_100_005),
+    ],
 )
 def test_length_delimited_equals_protobuf_stream_response(raw, size):
     """length_delimited(2, response bytes) is protobuf's ModelStreamInferResponse{infer_response}."""
@@ -715,7 +723,10 @@ def test_seldon_adapter_proto_decode_matches_library_path(body):
         return
     got = sp.message_from_proto_bytes(body)
     assert (got.kind, got.names, got.meta, got.raw) == (expected.kind, expected.names, expected.meta, expected.raw)
-    assert canon(np.asarray(got.payload)) == canon(np.asarray(expected.payload)) if isinstance(expected.payload, np.ndarray) else got.payload == expected.payload
+    if isinstance(expected.payload, np.ndarray):
+        assert canon(np.asarray(got.payload)) == canon(np.asarray(expected.payload))
+    else:
+        assert got.payload == expected.payload
     if isinstance(got.payload, np.ndarray):
         assert got.payload.flags.writeable
 

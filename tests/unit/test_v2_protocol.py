@@ -8,8 +8,12 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from fastseldon import v2_protocol as v2
+from fastseldon.codec.datatypes import dtype_for
 from fastseldon.errors import BadRequest, FastSeldonError, NotImplementedHook, UserModelError
 from fastseldon.proto import grpc_service_pb2 as pb
 from fastseldon.service import SeldonService
@@ -17,7 +21,6 @@ from fastseldon.settings import UnitSettings
 from fastseldon.steps import Call, drive_sync
 from fastseldon.types import InferRequest, InferResult, Tensor
 from fastseldon.user_model import UserModel
-
 from models import v2_models
 
 HEADER = b"inference-header-content-length"
@@ -269,7 +272,8 @@ def test_grpc_raw_contents_are_views_onto_the_body():
 )
 def test_grpc_typed_contents_round_trip(datatype, field, values, expected):
     contents = pb.InferTensorContents(**{field: values})
-    body = grpc_body(model_name="m", inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype=datatype, shape=[2], contents=contents)])
+    tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype=datatype, shape=[2], contents=contents)
+    body = grpc_body(model_name="m", inputs=[tensor])
     req = v2.decode_grpc_request(body)
     assert req.typed_contents
     assert req.inputs[0].data.dtype == expected.dtype and req.inputs[0].data.tolist() == expected.tolist()
@@ -295,7 +299,8 @@ def test_grpc_typed_contents_round_trip(datatype, field, values, expected):
                                                  contents=pb.InferTensorContents(fp32_contents=[1]))], None, "has 1 elements"),
         ([pb.ModelInferRequest.InferInputTensor(name="x", datatype="WAT", shape=[1])], [b"\x00"], "Unknown datatype"),
         ([pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1],
-                                                 contents=pb.InferTensorContents(fp32_contents=[1]))], [b"\x00" * 4], "typed contents although"),
+                                                 contents=pb.InferTensorContents(fp32_contents=[1]))],
+         [b"\x00" * 4], "typed contents although"),
     ],
 )
 def test_bad_grpc_requests_are_invalid_argument(inputs, raw, needle):
@@ -424,7 +429,8 @@ def test_predict_raw_gets_the_request_dict_and_answers_in_v2():
     result = infer(v2_models.Raw(), {"inputs": [one("a", "FP32", [1.5, 2.5]), one("b", "INT64", [[1], [2]])]})
     assert result.parameters == {"inputs": 2, "first": "a"}
     total, names = result.outputs
-    assert (total.name, total.datatype, total.data.dtype, total.data.shape, total.data.tolist()) == ("total", "FP32", np.float32, (1, 1), [[7.0]])
+    got = (total.name, total.datatype, total.data.dtype, total.data.shape, total.data.tolist())
+    assert got == ("total", "FP32", np.float32, (1, 1), [[7.0]])
     assert (names.datatype, names.data.tolist()) == ("BYTES", ["a", "b"])
 
 
@@ -462,11 +468,6 @@ def test_a_model_without_predict_is_unimplemented():
 
 
 # --------------------------------------------------------------------------- round trips (property-based)
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-from hypothesis.extra import numpy as hnp  # noqa: E402
-
-from fastseldon.codec.datatypes import dtype_for  # noqa: E402
 
 NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)
