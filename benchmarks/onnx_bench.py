@@ -151,7 +151,6 @@ def check_replies(http_port: int, grpc_port: int, x: np.ndarray, expected: np.nd
     """One REST and one gRPC call must agree with the in-process output before timing anything."""
     import grpc
 
-    from fastseldon.proto import prediction_pb2 as pb
     from fastseldon.proto import prediction_pb2_grpc as pb_grpc
 
     body = json.dumps({"data": {"ndarray": x.tolist()}}).encode()

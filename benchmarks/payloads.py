@@ -92,9 +92,11 @@ def grpc_request(scenario: Scenario) -> GrpcRequest:
 def v2_grpc_modules():
     """(messages, stubs) of the V2 `inference` package: ours once generated, else tritonclient's."""
     try:
-        from fastseldon.proto import grpc_service_pb2 as pb2, grpc_service_pb2_grpc as pb2_grpc
+        from fastseldon.proto import grpc_service_pb2 as pb2
+        from fastseldon.proto import grpc_service_pb2_grpc as pb2_grpc
     except ImportError:
-        from tritonclient.grpc import service_pb2 as pb2, service_pb2_grpc as pb2_grpc
+        from tritonclient.grpc import service_pb2 as pb2
+        from tritonclient.grpc import service_pb2_grpc as pb2_grpc
     return pb2, pb2_grpc
 
 

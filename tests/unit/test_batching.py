@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import uvloop
 
-from fastseldon.batching import (AdaptiveBatcher, BatchRowsError, QueueFull, batch_key, model_allows_batching,
-                                 split_rows)
+from fastseldon.batching import AdaptiveBatcher, BatchRowsError, QueueFull, batch_key, model_allows_batching, split_rows
 from fastseldon.errors import UserModelError
 from fastseldon.runner import HookRunner
 from fastseldon.steps import Call

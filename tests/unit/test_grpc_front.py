@@ -4,14 +4,14 @@ unexpected exception is INTERNAL without a traceback, and the message limit come
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
 
 from fastseldon import grpc as front
-from fastseldon.errors import (BadRequest, ClientError, NotFound, NotImplementedHook, NotSupported, QueueFull,
-                               UserModelError)
+from fastseldon.errors import BadRequest, ClientError, NotFound, NotImplementedHook, NotSupported, QueueFull, UserModelError
 from fastseldon.settings import ServerSettings
 from support.serving import free_port
 
