@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -371,16 +372,21 @@ class HttpProtocol(asyncio.Protocol):
                     await asyncio.sleep(0)
                 else:
                     # The handler's own await already flagged the future as blocking; hand it to
-                    # this task the way Task.__step would, then wait for it here.
+                    # this task the way Task.__step would, and wait until it is done *without*
+                    # reading its outcome: the handler reads it when resumed, and an asyncio future
+                    # read twice hands its exception over the second time without the traceback
+                    # (the user's frames would be missing from the log).
                     waiting._asyncio_future_blocking = False
-                    try:
-                        await waiting
-                    except asyncio.CancelledError:
-                        if self.current is not request:  # timed out: answered already
-                            coro.close()
-                            return
-                    except Exception:  # noqa: BLE001 - the handler reads the outcome itself
-                        pass
+                    if not waiting.done():
+                        done = self.loop.create_future()
+                        waiting.add_done_callback(partial(_wake, done))
+                        try:
+                            await done
+                        except asyncio.CancelledError:
+                            waiting.cancel()  # a pool call not started yet never starts
+                            if self.current is not request:  # timed out: answered already
+                                coro.close()
+                                return
                 activity.request = request
                 waiting = coro.send(None)
         except StopIteration as done:
@@ -465,6 +471,11 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+def _wake(done: asyncio.Future[None], _: Any) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 class _Rejected(Exception):
     """Raised from a parser callback after answering: httptools stops parsing this stream."""
 
@@ -535,7 +546,9 @@ async def drain(server: asyncio.AbstractServer, state: ServerState, timeout: flo
     while True:
         now = loop.time()
         for conn in list(state.connections):
-            if conn.idle_since is None or now - conn.idle_since >= idle_grace:
+            # only a connection between requests: one whose request is still arriving gets it answered
+            # (with connection: close) rather than lost
+            if conn.reading == IDLE and conn.idle_since is not None and now - conn.idle_since >= idle_grace:
                 conn.shutdown()
         if not state.connections or time.monotonic() >= deadline:
             break

@@ -256,19 +256,64 @@ def _is_numeric(arr: np.ndarray) -> bool:
 _names_for = reply_names
 
 
+# Seldon's default names (t:0, t:1, ...) are pre-encoded and cached up to this many columns; a
+# wider reply (a [1, 8M] tensor has 8M names) gets them built for it alone, straight into bytes:
+# as Python strings they would cost about 10x the tensor in memory, and seconds.
+_CACHED_NAMES = 4096
+
+
+def _default_names_wire(columns: int, proto: bool) -> bytes:
+    """Default names as a JSON array, or as ``DefaultData.names`` wire bytes, one numpy pass per digit count."""
+    parts = []
+    digits, low = 1, 0
+    while low < columns:
+        high = min(columns, 10**digits)
+        prefix = (b"\n" + bytes([2 + digits]) + b"t:") if proto else b'"t:'
+        suffix = b"" if proto else b'",'
+        width = len(prefix) + digits + len(suffix)
+        for start in range(low, high, 1 << 20):  # in slices of 1M names: bounded temporaries
+            rest = np.arange(start, min(high, start + (1 << 20)), dtype=np.uint32)
+            table = np.empty((width, len(rest)), dtype=np.uint8)  # one row per byte position, then transposed
+            for k, byte in enumerate(prefix + b"0" * digits + suffix):
+                table[k] = byte
+            for j in range(len(prefix) + digits - 1, len(prefix) - 1, -1):
+                table[j] += (rest % 10).astype(np.uint8)
+                rest //= 10
+            parts.append(table.T.tobytes())
+        digits, low = digits + 1, high
+    body = b"".join(parts)
+    return body if proto else b"[" + body[:-1] + b"]"
+
+
 @functools.lru_cache(maxsize=256)
-def _default_names_json(columns: int) -> Any:
+def _cached_names_json(columns: int) -> Any:
     return codec.json_fragment(default_names(columns))
 
 
 @functools.lru_cache(maxsize=256)
-def _default_names_bytes(columns: int) -> bytes:
+def _cached_names_bytes(columns: int) -> bytes:
     return codec.dumps(default_names(columns))
 
 
 @functools.lru_cache(maxsize=256)
-def _default_names_block(columns: int) -> bytes:
+def _cached_names_block(columns: int) -> bytes:
     return codec.encode_names(default_names(columns))
+
+
+def _default_names_json(columns: int) -> Any:
+    if columns <= _CACHED_NAMES:
+        return _cached_names_json(columns)
+    import orjson
+
+    return orjson.Fragment(_default_names_wire(columns, proto=False))
+
+
+def _default_names_bytes(columns: int) -> bytes:
+    return _cached_names_bytes(columns) if columns <= _CACHED_NAMES else _default_names_wire(columns, proto=False)
+
+
+def _default_names_block(columns: int) -> bytes:
+    return _cached_names_block(columns) if columns <= _CACHED_NAMES else _default_names_wire(columns, proto=True)
 
 
 def _json_names(arr: np.ndarray, class_names: list[str] | None) -> Any:

@@ -51,7 +51,7 @@ EXIT_WORKERS_FAILED = 4  # the supervisor gave up: no worker could be kept runni
 BACKOFF_FIRST = 0.1  # seconds before restarting a slot's first failure; doubles with each failure in a row
 BACKOFF_CAP = 10.0
 BACKOFF_RESET = 30.0  # a worker ready this long clears its slot's failure count
-GIVE_UP_AFTER = 10  # start-up failures in a row, in every slot, with no worker serving
+GIVE_UP_AFTER = 5  # start-up failures in a row, in every slot, with no worker serving
 KILL_GRACE = 0.5  # seconds between the stack dump (SIGUSR1) and SIGKILL of a timed-out worker
 DRAIN_IDLE = 0.25  # seconds a keep-alive connection must sit idle before a draining worker closes it
 
@@ -346,7 +346,8 @@ class Supervisor:
                 self.reserved.append(reserve_port(s, s.grpc_port, "gRPC"))
             if s.metrics_port > 0:
                 try:
-                    metrics_server = metrics_mod.start_metrics_server(s, (self._collector(), metrics_mod.WorkerProcesses(self.serving_pids)))
+                    collectors = (self._collector(), metrics_mod.WorkerProcesses(self.serving_pids))
+                    metrics_server = metrics_mod.start_metrics_server(s, collectors)
                 except OSError as exc:
                     raise StartupError(f"cannot bind metrics port {s.host}:{s.metrics_port}: {exc.strerror}") from None
             signal.signal(signal.SIGTERM, self._on_stop)
@@ -497,20 +498,20 @@ class Supervisor:
             slot.replacing = worker.replacing
         elif any(w.slot == worker.slot for w in self.workers.values()):
             slot.restart_at = 0.0  # its replacement is already on its way
-            self._maybe_give_up()
+            self._maybe_give_up(reason)
             return
+        self._maybe_give_up(reason)
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (slot.failures - 1))
         slot.restart_at = now + delay
         what = "failed to start" if before_ready else "exited"
         log.warning("worker %d %s (%s); restarting it in %.1fs (failure %d in a row in slot %d)", worker.pid, what, reason, delay,
                     slot.failures, worker.slot, extra={"worker": worker.pid, "reason": reason})
-        self._maybe_give_up()
 
-    def _maybe_give_up(self) -> None:
+    def _maybe_give_up(self, reason: str) -> None:
         if any(w.state == READY for w in self.workers.values()):
             return
         if all(slot.start_failures >= GIVE_UP_AFTER for slot in self.slots):
-            raise GaveUp(f"workers failed to start {GIVE_UP_AFTER} times in a row in every slot and none is serving; giving up")
+            raise GaveUp(f"workers failed to start {GIVE_UP_AFTER} times in a row and none is serving (last: {reason}); giving up")
 
     def _check(self, now: float) -> None:
         s = self.settings

@@ -87,6 +87,21 @@ def _grpc_ready(target: str) -> bool:
             return exc.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def wait_live(server: Server, timeout: float = 60) -> None:
+    """Until /health/ping answers: the ports are open, the model may still be loading."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.output()}")
+        try:
+            if requests.get(server.url + "/health/ping", timeout=0.5).status_code == 200:
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"server did not become live in {timeout}s:\n{server.output()}")
+
+
 def wait_ready(server: Server, timeout: float = 60, grpc_only: bool = False) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,8 +122,10 @@ def wait_ready(server: Server, timeout: float = 60, grpc_only: bool = False) -> 
 
 @contextmanager
 def running(args: list[str], cwd: Path = MODELS, env: dict[str, str] | None = None, log_dir: Path | None = None,
-            grpc_only: bool = False, expect_exit: int | None = 0, command: str = "serve") -> Iterator[Server]:
-    """``fastseldon serve ARGS`` (or another ``command``, e.g. graph) in ``cwd``; yields once ready, stops on exit."""
+            grpc_only: bool = False, expect_exit: int | None = 0, command: str = "serve", wait: str = "ready",
+            ) -> Iterator[Server]:
+    """``fastseldon serve ARGS`` (or another ``command``, e.g. graph) in ``cwd``; yields once ready (``wait="live"``:
+    once /health/ping answers; ``"none"``: at once), stops on exit."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"fastseldon-test-{http_port}.log"
@@ -119,7 +136,10 @@ def running(args: list[str], cwd: Path = MODELS, env: dict[str, str] | None = No
                                 env={**os.environ, **(env or {})}, start_new_session=True)
     server = Server(proc, http_port, grpc_port, metrics_port, log_path)
     try:
-        wait_ready(server, grpc_only=grpc_only)
+        if wait == "ready":
+            wait_ready(server, grpc_only=grpc_only)
+        elif wait == "live":
+            wait_live(server)
         yield server
     finally:
         if not server.stopped:
