@@ -151,6 +151,44 @@ def start_metrics_server(settings: ServerSettings, collectors: tuple[Any, ...] =
     return started[0] if started else None  # prometheus_client < 0.16 (seldon-core 1.17 pins 0.8) returns nothing
 
 
+class LatencyTally:
+    """Request counts and latency buckets kept locally, moved into a Histogram in bulk by ``drain_into``.
+
+    Each multiprocess metric write costs a lock and a pid check, so the hot path only counts here.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = REQUEST_BUCKETS):
+        self.buckets = buckets
+        self._lock = threading.Lock()  # gRPC threads and the event loop both count
+        self._pending: dict[tuple[str, ...], list[Any]] = {}  # key -> [count, sum, per-bucket counts]
+
+    def add(self, key: tuple[str, ...], seconds: float) -> None:
+        with self._lock:
+            tally = self._pending.get(key)
+            if tally is None:
+                tally = self._pending[key] = [0, 0.0, [0] * len(self.buckets)]
+            tally[0] += 1
+            tally[1] += seconds
+            counts = tally[2]
+            for i, bound in enumerate(self.buckets):
+                if seconds <= bound:
+                    counts[i] += 1
+                    break
+
+    def drain(self) -> dict[tuple[str, ...], list[Any]]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return pending
+
+
+def add_observations(hist: Any, total: float, counts: list[int]) -> None:
+    """Bulk-observe into one Histogram child: prometheus_client has no such call; these are its own values."""
+    hist._sum.inc(total)
+    for i, n in enumerate(counts):
+        if n:
+            hist._buckets[i].inc(n)
+
+
 class Metrics:
     """The metrics one worker records. Label children are cached: ``labels()`` is the slow part."""
 
@@ -194,37 +232,20 @@ class Metrics:
         labels = ["method", *self._default_labels]
         self._feedback = Counter("seldon_api_model_feedback", "Feedback calls with a non-zero reward", labels, registry=None)
         self._reward = Counter("seldon_api_model_feedback_reward", "Sum of feedback rewards", labels, registry=None)
-        self._pending: dict[tuple[str, str, str], list[Any]] = {}  # key -> [count, sum, per-bucket counts]
+        self._tally = LatencyTally()
         self._custom: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
     def observe(self, endpoint: str, protocol: str, code: str, seconds: float) -> None:
         """Count one request. Cheap on purpose: it only updates a local tally that ``flush``
         writes to the shared metric files (each multiprocess write costs a lock and a pid check)."""
-        key = (endpoint, protocol, code)
-        with self._lock:  # gRPC threads and the event loop both count
-            tally = self._pending.get(key)
-            if tally is None:
-                tally = self._pending[key] = [0, 0.0, [0] * len(REQUEST_BUCKETS)]
-            tally[0] += 1
-            tally[1] += seconds
-            buckets = tally[2]
-            for i, bound in enumerate(REQUEST_BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
-                    break
+        self._tally.add((endpoint, protocol, code), seconds)
 
     def flush(self) -> None:
         """Move local tallies into the Prometheus metrics; the worker calls it about once a second."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
         model = self._settings.model_name
-        for (endpoint, protocol, code), (count, total, buckets) in pending.items():
+        for (endpoint, protocol, code), (count, total, buckets) in self._tally.drain().items():
             self._requests.labels(model, endpoint, protocol, code).inc(count)
-            hist = self._latency.labels(model, endpoint, protocol)
-            hist._sum.inc(total)  # prometheus_client has no bulk observe; these are its own per-bucket values
-            for i, n in enumerate(buckets):
-                if n:
-                    hist._buckets[i].inc(n)
+            add_observations(self._latency.labels(model, endpoint, protocol), total, buckets)
 
     def feedback(self, reward: float) -> None:
         if reward and self._settings.feedback_metrics:

@@ -28,7 +28,7 @@ from fastseldon.graph.executor import GraphExecutor
 from fastseldon.graph.spec import Node, Predictor, SpecError
 from fastseldon.graph.units import GraphUnit, LocalUnit, RemoteGrpcUnit, RemoteRestUnit, as_reply, timeout_from
 from fastseldon.http import JSON, TEXT, Request, Response, Router
-from fastseldon.metrics import Metrics
+from fastseldon.metrics import REQUEST_BUCKETS, LatencyTally, Metrics, add_observations
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.runner import HookRunner
 from fastseldon.service import SeldonService
@@ -90,14 +90,21 @@ class GraphMetrics:
         self._hist = Histogram(
             "seldon_api_executor_client_requests_seconds", "Time the graph executor spent calling each node",
             ["deployment_name", "predictor_name", "predictor_version", "model_name", "model_image", "method", "code"],
-            registry=None,
+            buckets=REQUEST_BUCKETS, registry=None,
         )
+        self._images = {n.name: n.image or "NOT_IMPLEMENTED" for n in predictor.graph.walk()}
+        self._tally = LatencyTally()
 
     def observe(self, node: Node, method: str, seconds: float, error: BaseException | None) -> None:
         code = "OK" if error is None else str(getattr(error, "http_status", 500))
+        self._tally.add((node.name, method, code), seconds)
+
+    def flush(self) -> None:
         p = self.predictor
-        self._hist.labels(p.deployment or "NOT_IMPLEMENTED", p.name, p.labels.get("version", p.name), node.name,
-                          node.image or "NOT_IMPLEMENTED", method, code).observe(seconds)
+        for (node, method, code), (_count, total, counts) in self._tally.drain().items():
+            child = self._hist.labels(p.deployment or "NOT_IMPLEMENTED", p.name, p.labels.get("version", p.name), node,
+                                      self._images.get(node, "NOT_IMPLEMENTED"), method, code)
+            add_observations(child, total, counts)
 
 
 class GraphApp:
@@ -252,6 +259,7 @@ class GraphApp:
 
     def flush(self) -> None:
         self.metrics.flush()
+        self.node_metrics.flush()
         for m in self._local_metrics:
             m.flush()
 

@@ -86,13 +86,16 @@ class GraphExecutor:
         routing[node.name] = route
         if route == -2:
             return msg  # no child: the current message goes on (and the output phase still runs)
-        if route == -1:
+        outputs: list[Message]
+        if route == -1 and len(node.children) == 1:
+            outputs = [await self._predict(node.children[0], msg, routing, puid)]  # no task for a lone child
+        elif route == -1:
             outcomes = await asyncio.gather(*(self._predict(c, msg, routing, puid) for c in node.children),
                                             return_exceptions=True)
             for outcome in outcomes:  # the first failure in spec order wins, as in Seldon
                 if isinstance(outcome, BaseException):
                     raise outcome
-            outputs: list[Message] = list(outcomes)  # type: ignore[arg-type]
+            outputs = [o for o in outcomes if isinstance(o, Message)]
         elif 0 <= route < len(node.children):
             outputs = [await self._predict(node.children[route], msg, routing, puid)]
         else:
