@@ -25,6 +25,25 @@ GrpcHandler = Callable[[bytes], bytes]
 RestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
+def timed_rest(metrics: Metrics, router: Router, label: str, fn: RestHandler) -> RestHandler:
+    """Wrap a REST handler: FastSeldonError -> its protocol's error response, and a request metric."""
+    render = router.render_error
+
+    async def handler(request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            response = await fn(request)
+        except FastSeldonError as exc:
+            response = render(request.path, exc)
+        except (GeneratorExit, asyncio.CancelledError):  # the front answered 504 (--request-timeout) and let go
+            metrics.observe(label, "rest", "504", time.perf_counter() - start)
+            raise
+        metrics.observe(label, "rest", str(response.status), time.perf_counter() - start)
+        return response
+
+    return handler
+
+
 class App:
     """Everything one worker serves. Built after fork, inside the worker's event loop."""
 
@@ -44,23 +63,7 @@ class App:
         v2_routes.register(self)  # V2 routes beside Seldon's, on the same ports
 
     def timed_rest(self, label: str, fn: RestHandler) -> RestHandler:
-        """Wrap a REST handler: FastSeldonError -> its protocol's error response, and a request metric."""
-        metrics = self.metrics
-        render = self.router.render_error
-
-        async def handler(request: Request) -> Response:
-            start = time.perf_counter()
-            try:
-                response = await fn(request)
-            except FastSeldonError as exc:
-                response = render(request.path, exc)
-            except (GeneratorExit, asyncio.CancelledError):  # the front answered 504 (--request-timeout) and let go
-                metrics.observe(label, "rest", "504", time.perf_counter() - start)
-                raise
-            metrics.observe(label, "rest", str(response.status), time.perf_counter() - start)
-            return response
-
-        return handler
+        return timed_rest(self.metrics, self.router, label, fn)
 
     def timed_grpc(self, label: str, fn: GrpcHandler) -> GrpcHandler:
         """Wrap a gRPC bytes handler with a request metric (errors still propagate to the front)."""

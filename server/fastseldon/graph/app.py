@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 from fastseldon import codec
 from fastseldon import seldon_protocol as sp
 from fastseldon import v2_protocol as v2
+from fastseldon.app import timed_rest
 from fastseldon.codec.datatypes import datatype_for
 from fastseldon.errors import FastSeldonError, NotFound, UpstreamError
 from fastseldon.graph.executor import GraphExecutor
@@ -137,18 +137,7 @@ class GraphApp:
     # -- wiring
 
     def _timed(self, label: str, fn: RestHandler) -> RestHandler:
-        metrics, render = self.metrics, self.router.render_error
-
-        async def handler(request: Request) -> Response:
-            start = time.perf_counter()
-            try:
-                response = await fn(request)
-            except FastSeldonError as exc:
-                response = render(request.path, exc)
-            metrics.observe(label, "rest", str(response.status), time.perf_counter() - start)
-            return response
-
-        return handler
+        return timed_rest(self.metrics, self.router, label, fn)
 
     def _add_routes(self) -> None:
         r, t = self.router, self._timed
