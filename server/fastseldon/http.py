@@ -205,6 +205,7 @@ class HttpProtocol(asyncio.Protocol):
         self.current: Request | None = None
         self.started = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.waiting: Any = None  # the future a suspended handler waits for
         # per request
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
@@ -362,6 +363,7 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("handler for %s %s failed", request.method, request.path)
             self._finish(request, self.router.render_error(request.path, InternalError(str(exc))), started)
             return
+        self.waiting = waiting
         self.task = self.loop.create_task(self._resume(request, coro, waiting, started))
 
     async def _resume(self, request: Request, coro: Any, waiting: Any, started: float) -> None:
@@ -388,7 +390,7 @@ class HttpProtocol(asyncio.Protocol):
                                 coro.close()
                                 return
                 activity.request = request
-                waiting = coro.send(None)
+                waiting = self.waiting = coro.send(None)
         except StopIteration as done:
             response = done.value
         except asyncio.CancelledError:
@@ -404,7 +406,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _finish(self, request: Request, response: Response, started: float) -> None:
         self.current = None
-        self.task = None
+        self.task = self.waiting = None
         self.state.served += 1
         keep_alive = request.headers.get(b"connection", b"").lower() != b"close" and not self.state.closing
         if self.access:
@@ -448,8 +450,11 @@ class HttpProtocol(asyncio.Protocol):
         log.warning("request %s %s timed out after %.1fs (--request-timeout %gs)", request.method, request.path, seconds,
                     self.request_timeout)
         exc = DeadlineExceeded(f"request timed out after {self.request_timeout:g}s")
+        waiting = self.waiting
         self._finish(request, self.router.render_error(request.path, exc), self.started)
         task.cancel()
+        if waiting is not None:  # also when the task had not started yet: a pool call not started never starts
+            waiting.cancel()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer an unreadable, oversized or too slow request and close: the stream can't be trusted after it."""

@@ -142,7 +142,7 @@ async def _worker(settings: ServerSettings, build: AppFactory, report: watchdog.
         return EXIT_STARTUP_FAILED
     report.send(watchdog.LIVE)
 
-    building = loop.create_task(build(loop))
+    building: asyncio.Future[Served] = asyncio.ensure_future(build(loop))
     stopping = loop.create_task(stop.wait())
     await asyncio.wait((building, stopping), return_when=asyncio.FIRST_COMPLETED)
     app: Served | None = None
@@ -562,9 +562,9 @@ class Supervisor:
             except ChildProcessError:
                 break
             if pid:
-                worker = self.workers.pop(pid, None)
-                if worker is not None:
-                    os.close(worker.fd)
+                gone = self.workers.pop(pid, None)
+                if gone is not None:
+                    os.close(gone.fd)
             else:
                 time.sleep(0.02)
         for worker in list(self.workers.values()):

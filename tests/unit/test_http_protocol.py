@@ -757,3 +757,235 @@ def test_drain_waits_for_in_flight_requests_then_aborts_what_is_left(run, app):
     assert reply.body == b"finished" and reply.headers[b"connection"] == b"close"
     assert stuck.transport.aborted and stuck.raw == b"" and stuck.transport.late_writes == []
     assert state.connections == set()
+
+
+# --------------------------------------------------------------------------- request line and header limits (issue 17)
+
+
+LIMITS = {"max_request_line": 64, "max_header_bytes": 256, "max_headers": 5}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "byte-by-byte"])
+def test_a_request_line_over_the_limit_is_414_and_closes(run, app, split):
+    request = get("/v2/" + "a" * 80)
+
+    async def main():
+        c = Client(app, **LIMITS)
+        c.send(*((request[i:i + 1] for i in range(len(request))) if split else (request,)))
+        await asyncio.sleep(0)
+        return c
+
+    c = run(main())
+    reply = _assert_rejected(c, app, 414, "request line is over the limit of 64 bytes")
+    assert json.loads(reply.body) == {"error": "request line is over the limit of 64 bytes"}  # rendered for its /v2 path
+    assert c.raw.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+
+
+def test_a_request_line_at_the_limit_is_served(run, app):
+    async def main():
+        c = Client(app, **LIMITS)
+        c.send(get("/echo?" + "q" * (64 - len("/echo?"))))
+        return c.replies()
+
+    (reply,) = run(main())
+    assert reply.status == 200
+
+
+@pytest.mark.parametrize("headers, message", [
+    ([f"X-H{i}: v" for i in range(6)], "more than 5 request header fields"),
+    (["Cookie: " + "c" * 300], "request header fields of"),
+    (["A: " + "a" * 100, "B: " + "b" * 100, "C: " + "c" * 100], "over the limit of 256 bytes"),
+], ids=["count", "one-big", "total"])
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "byte-by-byte"])
+def test_headers_over_the_limits_are_431_and_close(run, app, headers, message, split):
+    request = get("/ping", *headers)
+
+    async def main():
+        c = Client(app, **LIMITS)
+        c.send(*((request[i:i + 1] for i in range(len(request))) if split else (request,)))
+        await asyncio.sleep(0)
+        return c
+
+    c = run(main())
+    _assert_rejected(c, app, 431, message)
+    assert c.raw.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+def test_headers_at_the_limits_are_served(run, app):
+    async def main():
+        c = Client(app, **LIMITS)
+        c.send(get("/ping", *(f"X-H{i}: v" for i in range(5))), get("/ping", "Cookie: " + "c" * 200))
+        return c.replies()
+
+    assert [r.status for r in run(main())] == [200, 200]
+
+
+def test_a_never_ending_header_is_cut_off_after_a_bounded_amount(run, app):
+    """httptools joins a header split over reads by concatenation (quadratic): what it may hold is bounded."""
+    chunk = b"f" * 4096
+
+    async def main():
+        c = Client(app, **LIMITS)
+        c.send(b"GET /ping HTTP/1.1\r\nX-Flood: ")
+        fed = 0
+        while not c.transport.closing and fed < 64 * 2**20:
+            c.send(chunk)
+            fed += len(chunk)
+        await asyncio.sleep(0)
+        return c, fed
+
+    c, fed = run(main())
+    _assert_rejected(c, app, 431, "request header fields are over the limit of 256 bytes")
+    assert fed <= 64 + 256 + 256 * 1024 + len(chunk)
+
+
+def test_large_bodies_do_not_count_as_header_bytes(run, app):
+    """A read that carries a small request's head with a large body, or a body's end with the next
+    head, is not mistaken for a large head."""
+    big = b"x" * 60
+
+    async def main():
+        c = Client(app, max_body=4096, **LIMITS)
+        body = big * 60
+        c.send(post("/echo", body)[:-10])
+        c.send(post("/echo", body)[-10:] + post("/echo", b"1")[:20])  # the end of one, the start of the next
+        c.send(post("/echo", b"1")[20:])
+        return c.replies()
+
+    assert [r.status for r in run(main())] == [200, 200]
+
+
+# --------------------------------------------------------------------------- slow clients and request timeout (issue 17)
+
+
+def test_headers_not_finished_in_time_get_408_and_more_bytes_do_not_restart_the_clock(run, app):
+    async def main():
+        loop = asyncio.get_running_loop()
+        clock = FakeClock(loop, now=1000.0)
+        state = ServerState()
+        c = Client(app, state, loop=clock, header_timeout=5.0)
+        clock.now = 1001.0
+        c.send(b"GET /ping HTTP/1.1\r\nHost")
+        for second in range(1002, 1006):
+            clock.now = float(second)
+            c.send(b"x")  # slowloris: a byte now and then
+            close_idle(state, clock.now)
+            assert not c.transport.closing
+        close_idle(state, 1006.1)
+        await asyncio.sleep(0)
+        return c
+
+    c = run(main())
+    reply = _assert_rejected(c, app, 408, "request headers not received within 5s")
+    assert reply.body == b"request headers not received within 5s"
+
+
+def test_a_body_that_stalls_gets_408_but_a_slow_steady_one_does_not(run, app):
+    async def main():
+        loop = asyncio.get_running_loop()
+        clock = FakeClock(loop, now=1000.0)
+        state = ServerState()
+        steady = Client(app, state, loop=clock, body_timeout=5.0)
+        stalled = Client(app, state, loop=clock, body_timeout=5.0)
+        head = b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\n"
+        steady.send(head)
+        stalled.send(head + b"ab")
+        for second in range(1001, 1010):
+            clock.now = float(second)
+            if second < 1009:
+                steady.send(b"s")  # a byte a second: slow, never idle for 5 s
+            close_idle(state, clock.now)
+        steady.send(b"ss")
+        await asyncio.sleep(0)
+        return steady, stalled
+
+    steady, stalled = run(main())
+    assert [r.status for r in steady.replies()] == [200] and steady.replies()[0].body == b"s" * 10
+    assert not steady.transport.closing
+    (reply,) = stalled.replies()
+    assert reply.status == 408 and b"request body stalled for more than 5s" in reply.body and stalled.transport.closing
+
+
+def test_request_timeout_answers_504_cancels_the_handler_and_the_connection_carries_on(run, app):
+    async def main():
+        state = ServerState()
+        c = Client(app, state, request_timeout=1.0)
+        c.send(get("/slow") + get("/ping"))
+        await until(lambda: app.gate.calls)
+        close_idle(state, 0.0)
+        assert c.raw == b"", "not yet"
+        c.protocol.started -= 2.0  # as if it had been running for 2 s
+        close_idle(state, 0.0)
+        await until(lambda: len(c.replies()) == 2)
+        parked = app.gate.calls[0][1]
+        await asyncio.sleep(0)
+        return c, parked
+
+    c, parked = run(main())
+    timed_out, ping = c.replies()
+    assert timed_out.status == 504 and timed_out.body == b"request timed out after 1s"
+    assert b"connection" not in timed_out.headers and ping.status == 200 and not c.transport.closing
+    assert parked.cancelled(), "what the handler waited for is cancelled: a pool call not started never starts"
+    assert app.gate.returned == 0
+
+
+def test_an_eager_handler_is_never_timed_out(run, app):
+    async def main():
+        state = ServerState()
+        c = Client(app, state, request_timeout=0.001)
+        c.send(get("/ping"))
+        close_idle(state, 0.0)
+        return c.replies()
+
+    assert [r.status for r in run(main())] == [200]
+
+
+# --------------------------------------------------------------------------- draining and the start-up router (issue 17)
+
+
+def test_drain_with_idle_grace_answers_a_busy_client_with_close_instead_of_racing_it(run, app):
+    class Listener:
+        def close(self) -> None:
+            pass
+
+    async def main():
+        state = ServerState()
+        chatty, quiet, arriving = Client(app, state), Client(app, state), Client(app, state)
+        chatty.send(get("/ping"))
+        quiet.send(get("/ping"))
+        arriving.send(b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")  # the body's second half is on its way
+        draining = asyncio.ensure_future(drain(Listener(), state, timeout=5.0, idle_grace=0.2))
+        await asyncio.sleep(0.05)
+        assert not chatty.transport.closing and not quiet.transport.closing
+        chatty.send(get("/ping"))  # the client's next request, sent as the drain began
+        arriving.send(b"cd")
+        await until(lambda: quiet.transport.closing, timeout=2)
+        await draining
+        return chatty, quiet, arriving
+
+    chatty, quiet, arriving = run(main())
+    first, second = chatty.replies()
+    assert first.status == second.status == 200 and second.headers[b"connection"] == b"close"
+    assert [r.status for r in quiet.replies()] == [200]
+    (echoed,) = arriving.replies()
+    assert echoed.body == b"abcd" and echoed.headers[b"connection"] == b"close"
+
+
+def test_swap_router_serves_the_new_routes_on_open_connections(run, app):
+    async def main():
+        starting = Router()
+
+        async def loading(request: Request) -> Response:
+            return Response(503, b"loading", TEXT)
+
+        starting.add(("GET",), ("/ping",), loading)
+        state = ServerState(starting)
+        c = Client(App(), state)
+        c.protocol.router = starting
+        c.send(get("/ping"))
+        state.swap_router(app.router)
+        c.send(get("/ping"))
+        return c.replies()
+
+    loading_reply, ready_reply = run(main())
+    assert (loading_reply.status, loading_reply.body) == (503, b"loading") and ready_reply.status == 200
