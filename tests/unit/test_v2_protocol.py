@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fastseldon import codec
 from fastseldon import v2_protocol as v2
 from fastseldon.codec.datatypes import dtype_for
 from fastseldon.errors import BadRequest, FastSeldonError, NotImplementedHook, UserModelError
@@ -240,7 +241,7 @@ def test_non_utf8_bytes_output_must_go_binary():
 
 def grpc_body(raw: list[bytes] | None = None, **fields) -> bytes:
     msg = pb.ModelInferRequest(**fields)
-    return msg.SerializeToString() + b"".join(v2._length_delimited(7, r) for r in raw or [])
+    return msg.SerializeToString() + b"".join(codec.length_delimited(7, r) for r in raw or [])
 
 
 def test_grpc_raw_contents_are_views_onto_the_body():
