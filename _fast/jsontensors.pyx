@@ -82,6 +82,10 @@ cdef enum:
     KEEP_PARSER_BYTES = 16 * 1024 * 1024  # larger bodies get a one-off parser, freed after
 
 
+# past this product of a declared shape's dimensions (zeros as ones) the reference decides
+cdef size_t SHAPE_BOUND = 0xFFFFFFFFFFFF
+
+
 class NeedsReference(Exception):
     """This document is for the reference codec to decide."""
 
@@ -392,7 +396,7 @@ cdef object v2_tensor(_Parser ps, const element &data, str datatype, const eleme
     cdef cnp.npy_intp shape[MAX_NDIM]
     cdef cnp.npy_intp dshape[MAX_NDIM]
     cdef int ndim = 0, dndim, code, width, k
-    cdef size_t i, count = 1
+    cdef size_t i, count = 1, bound = 1, dim_size
     cdef element dim
     cdef int64_t v, lo = 0
     cdef uint64_t u, hi = 0
@@ -410,9 +414,14 @@ cdef object v2_tensor(_Parser ps, const element &data, str datatype, const eleme
         if ndim == MAX_NDIM or kind(dim) != K_INT64 or as_int64(dim) < 0:
             raise NeedsReference()
         shape[ndim] = <cnp.npy_intp>as_int64(dim)
-        count *= <size_t>shape[ndim]
-        if count > 0xFFFFFFFFFFFF:
+        dim_size = <size_t>shape[ndim]
+        # checked multiplication: a product that would wrap (a shape [2^32, 2^32] with no data
+        # reads as 0 elements) or that numpy can't hold (zero dimensions count as one there)
+        # is the reference's to refuse (400)
+        if dim_size > 1 and bound > SHAPE_BOUND // dim_size:
             raise NeedsReference()
+        bound *= dim_size if dim_size > 1 else 1
+        count *= dim_size
         ndim += 1
     dndim = _rect_shape(data, dshape)
     if dndim < 0:

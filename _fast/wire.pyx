@@ -248,10 +248,11 @@ def split_repeated_bytes(body, int field):
         PyBuffer_Release(&view)
 
 
-def seldon_tensor_message(status, meta, list names, tuple shape, values):
+def seldon_tensor_message(bytes status, bytes meta, list names, tuple shape, values):
     """SeldonMessage bytes: ``status`` and ``meta`` (serialised submessages, or None), then
     data(3){names(1)..., tensor(2){shape(1) packed, values(2) packed from ``values``}}.
-    ``values`` is a C-contiguous little-endian float64 buffer."""
+    ``values`` is a C-contiguous little-endian float64 buffer. Arguments of other types are a
+    TypeError (their bytes are read directly)."""
     cdef Py_buffer vals
     cdef Py_ssize_t status_len = -1, meta_len = -1, names_len = 0, shape_len = 0
     cdef Py_ssize_t tensor_inner = 0, data_inner, total, w = 0
@@ -316,16 +317,20 @@ def seldon_tensor_message(status, meta, list names, tuple shape, values):
             w += 1
             w += put_varint(out + w, <uint64_t>vals.len)
             w += put_bytes(out + w, <const uint8_t *>vals.buf, vals.len)
+        if w != total:
+            raise ValueError(f"seldon_tensor_message wrote {w} of {total} bytes")
         return result
     finally:
         PyBuffer_Release(&vals)
 
 
-def append_repeated_bytes(bytes head, int tag, raws):
+def append_repeated_bytes(bytes head not None, int tag, list raws not None):
     """``head`` followed by one length-delimited field (``tag`` byte) per buffer in ``raws``,
-    each copied once into the result."""
+    each copied once into the result. ``raws`` is a list: it is walked twice (sizes, then
+    bytes), which a generator could not be."""
     cdef Py_buffer view
     cdef Py_ssize_t total = len(head), w, n, i
+    cdef Py_ssize_t count = len(raws)
     cdef list sizes = []
     cdef bytes result
     cdef uint8_t *out
@@ -336,8 +341,10 @@ def append_repeated_bytes(bytes head, int tag, raws):
     result = PyBytes_FromStringAndSize(NULL, total)
     out = <uint8_t *>PyBytes_AS_STRING(result)
     w = put_bytes(out, <const uint8_t *>PyBytes_AS_STRING(head), len(head))
-    for i, raw in enumerate(raws):
-        PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE)
+    if len(raws) != count:
+        raise ValueError("the list of raw buffers changed while being written")
+    for i in range(count):
+        PyObject_GetBuffer(raws[i], &view, PyBUF_SIMPLE)
         try:
             if view.len != <Py_ssize_t>sizes[i]:
                 raise ValueError("a raw buffer changed size while being written")
@@ -347,11 +354,13 @@ def append_repeated_bytes(bytes head, int tag, raws):
             w += put_bytes(out + w, <const uint8_t *>view.buf, view.len)
         finally:
             PyBuffer_Release(&view)
+    if w != total:
+        raise ValueError(f"append_repeated_bytes wrote {w} of {total} bytes")
     return result
 
 
 def decode_bytes_elements(buffer, Py_ssize_t count):
-    """V2 BYTES raw contents -> list of ``count`` bytes, or a str saying what is wrong."""
+    """V2 BYTES raw contents -> list of ``count`` bytes; ValueError saying what is wrong."""
     cdef Py_buffer view
     cdef const uint8_t *buf
     cdef Py_ssize_t pos = 0, end, i
@@ -363,22 +372,22 @@ def decode_bytes_elements(buffer, Py_ssize_t count):
         end = view.len
         for i in range(count):
             if end - pos < 4:
-                return f"BYTES tensor data is truncated: element {i} has no length prefix"
+                raise ValueError(f"BYTES tensor data is truncated: element {i} has no length prefix")
             size = (<uint32_t>buf[pos]) | (<uint32_t>buf[pos + 1] << 8) | (<uint32_t>buf[pos + 2] << 16) | (<uint32_t>buf[pos + 3] << 24)
             pos += 4
             if <uint64_t>(end - pos) < <uint64_t>size:
-                return f"BYTES tensor data is truncated: element {i} needs {size} bytes"
+                raise ValueError(f"BYTES tensor data is truncated: element {i} needs {size} bytes")
             out.append(PyBytes_FromStringAndSize(<const char *>buf + pos, <Py_ssize_t>size))
             pos += size
         if pos != end:
-            return f"BYTES tensor data has {end - pos} bytes after its {count} elements"
+            raise ValueError(f"BYTES tensor data has {end - pos} bytes after its {count} elements")
         return out
     finally:
         PyBuffer_Release(&view)
 
 
-def encode_bytes_elements(list items):
-    """V2 BYTES raw contents of a list of bytes objects (each length-prefixed)."""
+def encode_bytes_elements(list items not None):
+    """V2 BYTES raw contents of a list of bytes objects (each length-prefixed; another type is a TypeError)."""
     cdef Py_ssize_t total = 0, w = 0, n
     cdef bytes item, result
     cdef uint8_t *out
@@ -394,4 +403,6 @@ def encode_bytes_elements(list items):
         out[w + 3] = <uint8_t>((n >> 24) & 0xFF)
         w += 4
         w += put_bytes(out + w, <const uint8_t *>PyBytes_AS_STRING(item), n)
+    if w != total:
+        raise ValueError(f"encode_bytes_elements wrote {w} of {total} bytes")
     return result

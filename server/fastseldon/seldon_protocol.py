@@ -197,16 +197,18 @@ def _meta_to_dict(meta: Any) -> dict[str, Any]:
     return json_format.MessageToDict(meta)
 
 
-def message_from_proto_bytes(body: bytes) -> Message:
+def message_from_proto_bytes(body: bytes, *, full_raw: bool = True) -> Message:
     """SeldonMessage bytes -> Message, as ``message_from_proto(parse_proto(...))``, but a
     tensor's values come from codec.decode_seldon_message (a view onto ``body``, copied once:
-    no Python float per value). ``raw`` stays the whole message, for *_raw hooks."""
+    no Python float per value). ``raw`` stays the whole message, for *_raw hooks; with
+    ``full_raw=False`` (no raw hook will read it) it is the message without the tensor's
+    values, which spares parsing them a second time (a copy of the tensor in memory)."""
     msg, values = codec.decode_seldon_message(body)
     if values is None:
         return message_from_proto(msg)
     # one memcpy keeps Seldon's behaviour (models may write into their input) and aligns the
     # data; still ~100x cheaper than np.array() of the protobuf repeated field
-    return message_from_proto(msg, values=values.copy(), raw=parse_proto(pb.SeldonMessage, body))
+    return message_from_proto(msg, values=values.copy(), raw=parse_proto(pb.SeldonMessage, body) if full_raw else msg)
 
 
 def message_from_proto(msg: Any, *, values: np.ndarray | None = None, raw: Any = None) -> Message:

@@ -143,7 +143,7 @@ class SeldonEndpoints:
         raw_class = self._raw_class(endpoint, "SeldonMessage")
 
         def handle(body: bytes) -> bytes:
-            msg = sp.message_from_proto_bytes(body)
+            msg = sp.message_from_proto_bytes(body, full_raw=False)  # a raw hook gets its own parse below
             if raw_class is not None:
                 msg.raw = raw_class.FromString(body)
             return sp.reply_to_proto_bytes(run(service_fn(msg)))

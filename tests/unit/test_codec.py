@@ -307,6 +307,53 @@ def test_v2_json_bad_inputs_are_codec_errors(impl, inp):
         impl.parse_v2_json(body)
 
 
+# Shapes whose element count overflows 64 bits (a [2^32, 2^32] shape with no data read as 0
+# elements and reached numpy: 500 "array is too big"), or that numpy can't hold even empty.
+HUGE_SHAPES = [[2**32, 2**32], [2**31, 2**31, 4], [0, 2**62], [2**62, 0], [2**63 - 1], [3, 2**62, 4], [2**21] * 3,
+               [2**16] * 4 + [0]]
+
+
+@pytest.mark.parametrize("shape", HUGE_SHAPES, ids=str)
+@pytest.mark.parametrize("datatype", ["FP32", "INT64", "BOOL", "BYTES"])
+def test_huge_shapes_are_codec_errors(impl, shape, datatype):
+    body = json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": []}]}).encode()
+    with pytest.raises(CodecError, match="too large"):
+        impl.parse_v2_json(body)
+    with pytest.raises(CodecError, match="too large"):
+        impl.decode_raw(b"", datatype, shape)
+
+
+@SETTINGS
+@given(shape=st.lists(st.sampled_from([0, 1, 2, 3, 2**16, 2**31, 2**32, 2**48, 2**62, 2**63 - 1]), min_size=1, max_size=5),
+       data=st.sampled_from([[], [1], [1, 2], [[1], [2]]]))
+def test_any_declared_shape_is_decoded_or_a_codec_error_alike(shape, data):
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": shape, "data": data}]}).encode()
+    results = {canon(outcome(impl.parse_v2_json, body)) for impl in IMPLS}  # never another exception
+    assert len(results) == 1, (shape, data)
+
+
+def test_native_writers_take_only_the_types_they_read():
+    """The writers read their arguments' bytes directly: a wrong type is a TypeError, never
+    memory they were not given (a generator of buffers used to leave uninitialised bytes)."""
+    wire = pytest.importorskip("fastseldon._fast.wire")
+    values = np.arange(3, dtype=np.float64)
+    with pytest.raises(TypeError):
+        wire.append_repeated_bytes(b"head", 0x32, (b for b in [b"ab", b"cd"]))
+    with pytest.raises(TypeError):
+        wire.append_repeated_bytes(bytearray(b"head"), 0x32, [b"ab"])
+    with pytest.raises(TypeError):
+        wire.seldon_tensor_message(bytearray(b"x"), None, [], (3,), values)
+    with pytest.raises(TypeError):
+        wire.seldon_tensor_message(None, "meta", [], (3,), values)
+    with pytest.raises(TypeError):
+        wire.encode_bytes_elements([b"a", bytearray(b"b")])
+    with pytest.raises(TypeError):
+        wire.encode_bytes_elements((b"a",))
+    assert wire.append_repeated_bytes(b"h", 0x32, [b"ab", memoryview(b"cd")]) == b"h\x32\x02ab\x32\x02cd"
+    with pytest.raises(ValueError, match="truncated"):  # errors are raised, not returned as strings
+        wire.decode_bytes_elements(b"\x05\x00\x00\x00ab", 1)
+
+
 def test_v2_json_nan_literals_and_untouched_inputs(impl):
     body = b'{"inputs":[{"name":"a","datatype":"FP64","shape":[3],"data":[NaN,Infinity,-Infinity]},' \
            b'{"name":"b","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":8}},{"name":"c","data":[1]}]}'

@@ -76,7 +76,7 @@ def _seldon_proto(rng: random.Random) -> bytes:
 def _v2_proto(rng: random.Random) -> bytes:
     req = v2pb.ModelInferRequest(model_name="m", id=str(rng.randrange(100)))
     for i in range(rng.randint(0, 3)):
-        req.inputs.add(name=f"x{i}", datatype="FP32", shape=[rng.randint(0, 4)])
+        req.inputs.add(name=f"x{i}", datatype="FP32", shape=[rng.randint(0, 4)] if rng.random() < 0.95 else [0, 2**62])
         req.raw_input_contents.append(bytes(rng.randrange(256) for _ in range(rng.randint(0, 16))))
     if rng.random() < 0.3:
         req.parameters["p"].bool_param = True
@@ -166,6 +166,8 @@ def _v2_json(rng: random.Random) -> bytes:
     else:
         data = [rng.choice([rng.uniform(-1e5, 1e5), 7, 1e39, 70000.0]) for _ in range(n)]
     shape = [n] if rng.random() < 0.8 else [1, n]
+    if rng.random() < 0.05:  # huge shapes: element counts that overflow 64 bits, dimensions numpy can't hold
+        shape = [rng.choice([0, 1, 2**31, 2**32, 2**62, 2**63 - 1]) for _ in range(rng.randint(1, 4))]
     return json.dumps({"id": "r", "inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]}).encode()
 
 

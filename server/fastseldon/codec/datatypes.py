@@ -63,10 +63,18 @@ def check_shape(shape: object) -> tuple[int, ...]:
     """A request's declared shape as a tuple of non-negative ints, or CodecError."""
     if not isinstance(shape, (list, tuple)):
         raise CodecError(f"Tensor shape must be a list of integers, got {shape!r}")
+    bound = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
             raise CodecError(f"Tensor shape must be a list of non-negative integers, got {list(shape)!r}")
+        bound *= max(dim, 1)  # numpy refuses an array whose dimensions (zeros as ones) overflow, empty or not
+    if bound > MAX_SHAPE_PRODUCT:
+        raise CodecError(f"Tensor shape {list(shape)} is too large")
     return tuple(shape)
+
+
+# The largest product of a shape's dimensions (zeros counted as ones) numpy can hold at 8 bytes an element.
+MAX_SHAPE_PRODUCT = (2**63 - 1) // 8
 
 
 def element_count(shape: tuple[int, ...]) -> int:

@@ -148,9 +148,10 @@ def v2_json_data(array: Any) -> Any:
 
 def decode_bytes_elements(buffer: Any, count: int) -> np.ndarray:
     """See reference.decode_bytes_elements."""
-    items = wire.decode_bytes_elements(buffer, count)
-    if isinstance(items, str):
-        raise CodecError(items)
+    try:
+        items = wire.decode_bytes_elements(buffer, count)
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
     out = np.empty(count, dtype=object)
     out[:] = items
     return out
@@ -230,10 +231,10 @@ def decode_infer_request(body: Any) -> tuple[Any, list[memoryview]]:
 
 def encode_infer_response(message: Any, raw_outputs: Sequence[Any]) -> bytes:
     """See reference.encode_infer_response (same bytes)."""
-    return wire.append_repeated_bytes(message.SerializeToString(), 0x32, raw_outputs)
+    return wire.append_repeated_bytes(message.SerializeToString(), 0x32, list(raw_outputs))
 
 
 def encode_infer_request(message: Any, raw_inputs: Sequence[Any]) -> bytes:
     """See reference.encode_infer_request (same bytes)."""
-    return wire.append_repeated_bytes(message.SerializeToString(), 0x3A, raw_inputs)
+    return wire.append_repeated_bytes(message.SerializeToString(), 0x3A, list(raw_inputs))
 

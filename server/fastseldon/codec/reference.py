@@ -524,22 +524,31 @@ def encode_seldon_message(message: Any, tensor: Any = None, names_block: bytes |
     if tensor is None:
         return message.SerializeToString()
     values, shape = _tensor_values(tensor)
-    out = bytearray()
+    head = bytearray()
     if message.HasField("status"):
-        _put_len_field(out, 0x0A, message.status.SerializeToString())
+        _put_len_field(head, 0x0A, message.status.SerializeToString())
     if message.HasField("meta"):
-        _put_len_field(out, 0x12, message.meta.SerializeToString())
-    tensor_inner = bytearray()
+        _put_len_field(head, 0x12, message.meta.SerializeToString())
+    names = encode_names(message.data.names) if names_block is None else names_block
+    shape_field = bytearray()
     if shape:
         packed = bytearray()
         for dim in shape:
             _put_varint(packed, dim)
-        _put_len_field(tensor_inner, 0x0A, packed)
-    if values.size:
-        _put_len_field(tensor_inner, 0x12, memoryview(values).cast("B"))
-    data_inner = bytearray(encode_names(message.data.names) if names_block is None else names_block)
-    _put_len_field(data_inner, 0x12, tensor_inner)
-    _put_len_field(out, 0x1A, data_inner)
+        _put_len_field(shape_field, 0x0A, packed)
+    payload = memoryview(values).cast("B")
+    values_head = _field_head(0x12, payload.nbytes) if payload.nbytes else b""
+    tensor_size = len(shape_field) + len(values_head) + payload.nbytes
+    tensor_head = _field_head(0x12, tensor_size)
+    data_head = _field_head(0x1A, len(names) + len(tensor_head) + tensor_size)
+    # the lengths are known up front: the values are copied once, straight into the result
+    return b"".join((head, data_head, names, tensor_head, shape_field, values_head, payload))
+
+
+def _field_head(tag: int, size: int) -> bytes:
+    """The tag byte and length varint of a length-delimited field of ``size`` bytes."""
+    out = bytearray((tag,))
+    _put_varint(out, size)
     return bytes(out)
 
 
