@@ -5,9 +5,10 @@ One ``HookRunner`` per unit. It drives service steps (``run`` on the loop for RE
 
 * ``async def`` hooks are awaited on the loop;
 * sync hooks measured cheaper than ``inline_seconds`` run right on the loop (a thread hop
-  would cost more than the hook); their first calls go to the pool, and a hook that ever
-  took longer than that after them never runs on the loop again, so a slow predict stalls
-  other connections for at most one call (and a hung one is the watchdog's, watchdog.py);
+  would cost more than the hook); their first calls go to the pool, and a hook that once
+  took longer than that on the loop (time the loop thread waited for a CPU discounted) never
+  runs there again, so a slow predict stalls other connections for at most one call (a hung
+  one is the watchdog's, watchdog.py);
 * on a gRPC thread sync hooks run on that thread;
 * a batchable predict goes to the unit's adaptive batcher when batching is on.
 
@@ -26,8 +27,8 @@ from fastseldon.errors import FastSeldonError, from_user_exception
 from fastseldon.logs import UserErrors
 from fastseldon.settings import UnitSettings
 from fastseldon.steps import Call, Steps, drive_async, drive_sync
-from fastseldon.user_model import WARMUP_CALLS, UserModel
-from fastseldon.watchdog import activity
+from fastseldon.user_model import WARMUP_CALLS, Hook, UserModel
+from fastseldon.watchdog import activity, loop_run_delay
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,23 @@ class HookRunner:
             return await self.batcher.submit(call)  # sync and async predicts alike
         if hook.is_async:
             return await hook.fn(*call.args, **call.kwargs)
-        if hook.calls >= PROBE_CALLS and hook.peak < self.inline_seconds and hook.cost < self.inline_seconds:
-            return hook.timed_call(*call.args, **call.kwargs)
+        if hook.calls >= PROBE_CALLS and not hook.off_loop and hook.cost < self.inline_seconds:
+            try:
+                return hook.timed_call(*call.args, **call.kwargs)
+            finally:
+                if hook.last > self.inline_seconds:
+                    self._slow_on_loop(hook)
         return await self._pooled(call)
+
+    def _slow_on_loop(self, hook: Hook) -> None:
+        """A call on the loop took longer than the budget. Unless the scheduler explains it (the
+        loop thread waited that long for a CPU: a busy or CPU-throttled machine, which would
+        otherwise send every hook off the loop in time), the hook never runs on the loop again."""
+        own = hook.last - loop_run_delay.since_mark()
+        if own > self.inline_seconds:
+            hook.off_loop = True
+            log.info("%s took %.1f ms on the event loop (budget %g us): it runs on the thread pool from now on",
+                     hook.name, own * 1000, self.inline_seconds * 1e6)
 
     def _pooled(self, call: Call) -> Any:
         """A sync hook on the pool, registered with the watchdog under the request that asked for it."""

@@ -18,7 +18,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# A hook's first calls run on the thread pool whatever they cost, and don't count towards its peak.
+# A hook's first calls run on the thread pool whatever they cost (they are often slow for cold reasons).
 WARMUP_CALLS = 3
 
 PARAMETER_TYPES: dict[str, Callable[[str], Any]] = {
@@ -138,15 +138,15 @@ class Hook:
     # Running cost estimate (seconds) deciding whether a sync hook may run on the event loop.
     cost: float = 0.0
     calls: int = 0
-    peak: float = 0.0  # the slowest call after the warm-up ones: once over the inline budget, never inline again
+    last: float = 0.0  # the latest call's seconds
+    off_loop: bool = False  # it once took longer than the inline budget on the event loop: never there again
 
     def record(self, seconds: float) -> None:
         """Moving average, except that a call slower than the average takes over at once:
         one slow call must be enough to move a hook off the event loop."""
         self.calls += 1
+        self.last = seconds
         self.cost = seconds if self.calls == 1 or seconds > self.cost else self.cost * 0.9 + seconds * 0.1
-        if self.calls > WARMUP_CALLS and seconds > self.peak:  # first calls are slow for cold reasons (imports, caches)
-            self.peak = seconds
 
     def timed_call(self, *args: Any, **kwargs: Any) -> Any:
         """Call a sync hook and update its cost estimate."""

@@ -81,6 +81,36 @@ class Activity:
 activity = Activity()
 
 
+class RunDelay:
+    """How long the event loop's thread waited for a CPU (Linux schedstat), to tell a hook that
+    was slow from a machine that was busy. Read on the loop thread only: at a slow call, and
+    once a second by the heartbeat, so a reading covers at most about a second."""
+
+    PATH = "/proc/thread-self/schedstat"  # "<ns on a CPU> <ns waiting for one> <timeslices>"
+
+    def __init__(self) -> None:
+        self.mark = self._read()
+
+    def _read(self) -> int | None:
+        try:
+            with open(self.PATH, "rb") as f:
+                return int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def refresh(self) -> None:
+        self.mark = self._read()
+
+    def since_mark(self) -> float:
+        """Seconds waited since the last reading (0 where schedstat is unavailable), and a new mark."""
+        now, before = self._read(), self.mark
+        self.mark = now
+        return (now - before) / 1e9 if now is not None and before is not None else 0.0
+
+
+loop_run_delay = RunDelay()
+
+
 class Report:
     """The worker's end of its report pipe (non-blocking: a full pipe drops a message, never stalls the loop)."""
 
@@ -125,6 +155,7 @@ class Heartbeat:
     def _beat(self, loop: Any) -> None:
         self.last = time.monotonic()
         self.report.send(BEAT)
+        loop_run_delay.refresh()
         self._handle = loop.call_later(self.interval, self._beat, loop)
 
     def stop(self) -> None:

@@ -222,7 +222,7 @@ def _predict(loop, app: App) -> int:
     return loop.run_until_complete(handler(request)).status
 
 
-def test_a_hook_that_was_ever_slow_after_warm_up_never_runs_on_the_loop_again():
+def test_a_hook_that_was_slow_on_the_loop_never_runs_there_again():
     loop = asyncio.new_event_loop()
     try:
         model = Timed()
@@ -237,7 +237,8 @@ def test_a_hook_that_was_ever_slow_after_warm_up_never_runs_on_the_loop_again():
                 break
         assert model.threads[-1] == loop_thread, "cheap after the warm-up: on the loop"
         model.sleep = 0.02
-        _predict(loop, app)  # slow on the loop once ...
+        watchdog.loop_run_delay.refresh()  # what a worker's heartbeat does every second
+        _predict(loop, app)  # slow on the loop once (sleeping: no time spent waiting for a CPU) ...
         model.sleep = 0.0
         del model.threads[:]
         for _ in range(50):  # ... and never on the loop again, however cheap it gets
@@ -246,6 +247,30 @@ def test_a_hook_that_was_ever_slow_after_warm_up_never_runs_on_the_loop_again():
         app.close()
     finally:
         loop.close()
+
+
+def test_a_call_slowed_by_the_scheduler_does_not_send_a_hook_off_the_loop_for_good():
+    """A busy or CPU-throttled machine makes any call slow now and then: the time the loop
+    thread spent waiting for a CPU is not the hook's."""
+    from fastseldon.runner import HookRunner
+    from fastseldon.user_model import Hook
+
+    delay = watchdog.loop_run_delay
+    if delay.mark is None:
+        pytest.skip("no /proc/thread-self/schedstat here")
+    hook = Hook("predict", lambda: None, False, False, calls=10, last=0.05)
+    runner = HookRunner(asyncio.new_event_loop(), None, 0.0005)  # type: ignore[arg-type]
+    try:
+        delay.refresh()
+        delay.mark -= 60_000_000  # as if the loop thread had waited 60 ms for a CPU since the last reading
+        runner._slow_on_loop(hook)  # a 50 ms call that waiting explains: forgiven
+        assert not hook.off_loop
+        delay.refresh()
+        runner._slow_on_loop(hook)  # a 50 ms call with (next to) no waiting: the hook's own
+        assert hook.off_loop
+    finally:
+        delay.refresh()
+        runner.loop.close()
 
 
 # --------------------------------------------------------------------------- the start-up router and gRPC table
