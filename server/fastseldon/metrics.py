@@ -1,9 +1,10 @@
 """Prometheus metrics: per-endpoint request counts and latencies, plus the user's own metrics.
 
 Workers write through prometheus_client's multiprocess mode (one mmap file per process in
-PROMETHEUS_MULTIPROC_DIR); the supervisor serves the merged view on the metrics port. The
-environment variable must be set before prometheus_client is first imported, which
-``prepare_multiprocess_dir`` does in the supervisor before any worker is forked.
+PROMETHEUS_MULTIPROC_DIR, also set as prometheus_multiproc_dir for prometheus_client < 0.10); the
+supervisor serves the merged view on the metrics port. The environment variable must be set before
+prometheus_client is first imported, which ``prepare_multiprocess_dir`` does in the supervisor
+before any worker is forked.
 """
 from __future__ import annotations
 
@@ -23,16 +24,20 @@ REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 
 def prepare_multiprocess_dir() -> str:
-    """Create (or reuse, when set by the user) the directory workers write their metrics to."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    """Create (or reuse, when set by the user) the directory workers write their metrics to.
+
+    Both spellings of the variable are set: prometheus_client before 0.10 (seldon-core 1.17 pins
+    0.8) reads only the lower-case ``prometheus_multiproc_dir``, later ones prefer the upper case
+    (and warn when only the lower case is set)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
     if not path:
         path = tempfile.mkdtemp(prefix="fastseldon-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     else:
         os.makedirs(path, exist_ok=True)
         for name in os.listdir(path):  # stale files from an earlier run would be merged in
             if name.endswith(".db"):
                 os.unlink(os.path.join(path, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["prometheus_multiproc_dir"] = path
     return path
 
 
@@ -43,8 +48,9 @@ def remove_multiprocess_dir(path: str) -> None:
 def mark_worker_dead(pid: int) -> None:
     from prometheus_client import multiprocess
 
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        multiprocess.mark_process_dead(pid, path)
 
 
 # Every family the workers write, so a scrape shows them (HELP and TYPE) before the first request.

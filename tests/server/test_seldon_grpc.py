@@ -200,7 +200,9 @@ def test_raw_proto_reply_metrics(include):
         out = pbg.ModelStub(channel).Predict(tensor_msg([1], [1, 1]))
         assert out.strData.startswith("grpc:")
         if real_seldon_core():  # the hook got seldon_core's own class, as Seldon gives it
-            assert out.strData == "grpc:seldon_core.proto.prediction_pb2"
+            assert out.strData == "grpc:seldon_core"
+        else:
+            assert out.strData == "grpc:fastseldon"
         assert json_format.MessageToDict(out.meta)["tags"] == {"t": "grpc"}
         assert [m.key for m in out.meta.metrics] == (["raw_grpc_calls"] if include == "true" else [])
         text = server.scrape("raw_grpc_calls{")

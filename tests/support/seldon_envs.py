@@ -24,7 +24,7 @@ REPO = HERE.parent
 STUB = HERE / "models" / "seldon_stub"
 SELDON_VERSION = "1.19.0"
 # what fastseldon needs beyond seldon-core's own dependencies (grpcio, numpy, protobuf, pyyaml come with it)
-FASTSELDON_RUNTIME = ["uvloop>=0.19", "httptools>=0.6", "orjson>=3.10", "prometheus-client>=0.20", "requests"]
+FASTSELDON_RUNTIME = ["uvloop>=0.19", "httptools>=0.6", "orjson>=3.10", "prometheus-client>=0.8", "requests"]
 
 
 def seldon_core_env() -> dict[str, str]:
