@@ -21,7 +21,7 @@ _SCALARS = {
     "TYPE_BYTES": {"type": "string", "format": "byte"},
 }
 # protobuf's well-known types in their JSON mapping
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Value": {"description": "any JSON value"},
     "google.protobuf.ListValue": {"type": "array", "items": {}, "description": "a JSON array (nested for an ndarray)"},
     "google.protobuf.Struct": {"type": "object"},

@@ -10,7 +10,8 @@ ImportError when the extension is not built; codec/__init__.py then uses the ref
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import orjson

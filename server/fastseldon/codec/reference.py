@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -314,7 +315,7 @@ def encode_raw(array: Any, datatype: str | None = None) -> bytes | memoryview:
     arr = np.ascontiguousarray(arr, dtype=dtype_for(datatype))
     if arr.size == 0:
         return b""
-    return memoryview(arr).cast("B")
+    return memoryview(arr.data).cast("B")
 
 
 # --------------------------------------------------------------------------- protobuf wire
@@ -420,7 +421,7 @@ def _split_seldon(view: memoryview) -> tuple[bytes | None, int, int, list[int]]:
         return None, 0, 0, []
     shape: list[int] = []
     values = None
-    for number, wire, start, payload, stop in _fields(view, tensor[1], tensor[2]):
+    for number, wire, _start, payload, stop in _fields(view, tensor[1], tensor[2]):
         if number == 1:
             if wire != 2:
                 raise _Fallback
@@ -536,7 +537,7 @@ def encode_seldon_message(message: Any, tensor: Any = None, names_block: bytes |
         for dim in shape:
             _put_varint(packed, dim)
         _put_len_field(shape_field, 0x0A, packed)
-    payload = memoryview(values).cast("B")
+    payload = memoryview(values.data).cast("B")
     values_head = _field_head(0x12, payload.nbytes) if payload.nbytes else b""
     tensor_size = len(shape_field) + len(values_head) + payload.nbytes
     tensor_head = _field_head(0x12, tensor_size)
