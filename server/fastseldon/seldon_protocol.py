@@ -302,20 +302,34 @@ def _cached_names_block(columns: int) -> bytes:
     return codec.encode_names(default_names(columns))
 
 
+# Wider replies keep their names' wire bytes in a small cache of their own up to this many columns
+# (about 10 bytes a name: a few MB at most), so a steady stream of [1, 10000] replies encodes them once.
+_CACHED_WIDE = 1 << 18
+
+
+@functools.lru_cache(maxsize=8)
+def _wide_names_wire(columns: int, proto: bool) -> bytes:
+    return _default_names_wire(columns, proto)
+
+
+def _names_wire(columns: int, proto: bool) -> bytes:
+    return _wide_names_wire(columns, proto) if columns <= _CACHED_WIDE else _default_names_wire(columns, proto)
+
+
 def _default_names_json(columns: int) -> Any:
     if columns <= _CACHED_NAMES:
         return _cached_names_json(columns)
     import orjson
 
-    return orjson.Fragment(_default_names_wire(columns, proto=False))
+    return orjson.Fragment(_names_wire(columns, proto=False))
 
 
 def _default_names_bytes(columns: int) -> bytes:
-    return _cached_names_bytes(columns) if columns <= _CACHED_NAMES else _default_names_wire(columns, proto=False)
+    return _cached_names_bytes(columns) if columns <= _CACHED_NAMES else _names_wire(columns, proto=False)
 
 
 def _default_names_block(columns: int) -> bytes:
-    return _cached_names_block(columns) if columns <= _CACHED_NAMES else _default_names_wire(columns, proto=True)
+    return _cached_names_block(columns) if columns <= _CACHED_NAMES else _names_wire(columns, proto=True)
 
 
 def _json_names(arr: np.ndarray, class_names: list[str] | None) -> Any:
