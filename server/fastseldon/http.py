@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -537,6 +538,22 @@ async def serve(router: Router, sock: Any, *, max_body: int, keepalive_timeout: 
     return server, state
 
 
+async def _accept_pending(server: asyncio.AbstractServer, turns: int = 100) -> None:
+    """Let the loop accept the connections already queued on our listening sockets before they
+    close: with SO_REUSEPORT each worker has its own accept queue, and closing it resets what
+    is still in it (Linux >= 5.14 can hand them to the other workers instead:
+    net.ipv4.tcp_migrate_req=1). Accepted now, they are answered with connection: close."""
+    fds = [sock.fileno() for sock in getattr(server, "sockets", ()) or ()]
+    for _ in range(turns):
+        try:
+            pending, _, _ = select.select(fds, [], [], 0) if fds else ([], [], [])
+        except (OSError, ValueError):
+            return
+        if not pending:
+            return
+        await asyncio.sleep(0)
+
+
 async def drain(server: asyncio.AbstractServer, state: ServerState, timeout: float, idle_grace: float = 0.0) -> None:
     """Stop accepting, let in-flight requests finish (bounded), then close what is left.
 
@@ -545,6 +562,7 @@ async def drain(server: asyncio.AbstractServer, state: ServerState, timeout: flo
     instead of racing our close with its next request (which it would see as a reset).
     """
     state.closing = True
+    await _accept_pending(server)
     server.close()
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout

@@ -85,7 +85,7 @@ class Served(Protocol):
 AppFactory = Callable[[asyncio.AbstractEventLoop], Awaitable[Served]]
 
 
-def _worker_main(server: ServerSettings, build: AppFactory, report_fd: int) -> int:
+def _worker_main(server: ServerSettings, build: AppFactory, report_fd: int, early: bool = True) -> int:
     """Body of a forked worker; returns its exit status."""
     import faulthandler
 
@@ -99,7 +99,7 @@ def _worker_main(server: ServerSettings, build: AppFactory, report_fd: int) -> i
     asyncio.set_event_loop(loop)
     report = watchdog.Report(report_fd)
     try:
-        return loop.run_until_complete(_worker(server, build, report))
+        return loop.run_until_complete(_worker(server, build, report, early))
     finally:
         report.close()
         loop.close()
@@ -115,7 +115,10 @@ def http_options(settings: ServerSettings) -> dict[str, Any]:
     }
 
 
-async def _worker(settings: ServerSettings, build: AppFactory, report: watchdog.Report) -> int:
+async def _worker(settings: ServerSettings, build: AppFactory, report: watchdog.Report, early: bool = True) -> int:
+    """One worker's life. ``early``: open the ports before building the app (answering live, not
+    ready, meanwhile); otherwise (a restart or replacement while other workers serve) only
+    after, so connections the kernel hands it are never answered "loading"."""
     from concurrent.futures import ThreadPoolExecutor
 
     from fastseldon import app as app_mod
@@ -129,18 +132,28 @@ async def _worker(settings: ServerSettings, build: AppFactory, report: watchdog.
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    http_server = state = grpc_server = None
+    http_server: Any = None
+    state: Any = None
+    grpc_server: Any = None
     call_pool = ThreadPoolExecutor(settings.grpc_threads * 2, "grpc-call") if settings.request_timeout > 0 else None
     table = grpc_front.MethodTable(app_mod.starting_methods(), settings.request_timeout, call_pool)
-    try:
-        if settings.http_enabled:
-            http_server, state = await http.serve(app_mod.starting_router(), worker_http_socket(settings), **http_options(settings))
-        if settings.grpc_enabled:
-            grpc_server = grpc_front.start(settings, table)
-    except (OSError, ValueError) as exc:
-        report.send(watchdog.ERROR, str(exc))
-        return EXIT_STARTUP_FAILED
-    report.send(watchdog.LIVE)
+
+    async def open_fronts(router: Any) -> bool:
+        nonlocal http_server, state, grpc_server
+        try:
+            if settings.http_enabled:
+                http_server, state = await http.serve(router, worker_http_socket(settings), **http_options(settings))
+            if settings.grpc_enabled:
+                grpc_server = grpc_front.start(settings, table)
+        except (OSError, ValueError) as exc:
+            report.send(watchdog.ERROR, str(exc))
+            return False
+        return True
+
+    if early:  # live (ports open, the start-up router answering) while the app is built
+        if not await open_fronts(app_mod.starting_router()):
+            return EXIT_STARTUP_FAILED
+        report.send(watchdog.LIVE)
 
     building: asyncio.Future[Served] = asyncio.ensure_future(build(loop))
     stopping = loop.create_task(stop.wait())
@@ -158,9 +171,15 @@ async def _worker(settings: ServerSettings, build: AppFactory, report: watchdog.
             heartbeat.stop()
             await _stop_fronts(settings, http_server, state, grpc_server, 0.0)
             return EXIT_STARTUP_FAILED
-        if state is not None:
-            state.swap_router(app.router)
         table.replace(app.grpc_methods)
+        if not early:  # other workers serve meanwhile: this one takes connections only once it can answer them
+            if not await open_fronts(app.router):
+                stopping.cancel()
+                heartbeat.stop()
+                return EXIT_STARTUP_FAILED
+            report.send(watchdog.LIVE)
+        elif state is not None:
+            state.swap_router(app.router)
         report.send(watchdog.READY)
     else:
         building.cancel()
@@ -304,6 +323,7 @@ class Supervisor:
     # -- processes
 
     def _spawn(self, slot: int, replacing: int = 0) -> _Worker:
+        early = not any(w.state == READY for w in self.workers.values())  # nobody serves: be live at once
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # worker
@@ -314,7 +334,7 @@ class Supervisor:
                     sock.close()
                 for other in self.workers.values():
                     os.close(other.fd)
-                code = _worker_main(self.settings, self.build, write_fd)
+                code = _worker_main(self.settings, self.build, write_fd, early)
             except BaseException:  # noqa: BLE001
                 logging.getLogger("fastseldon").exception("worker crashed")
             finally:

@@ -180,10 +180,15 @@ def test_crashing_requests_never_stop_the_server_and_restarts_back_off():
         return r.status_code == 200  # else 503 from a worker that is still loading
 
     with running(["Fragile", "--workers", "2"], expect_exit=None) as server:
-        for _ in range(12):
+        crashes = 0
+        while crashes < 12:
             wait_until(answered, timeout=30, interval=0.05, what="a good request answered between the crashes")
-            with pytest.raises(requests.ConnectionError):
-                _predict(server.url, -1, timeout=10)  # os.abort() in the model
+            try:
+                r = _predict(server.url, -1, timeout=10)  # os.abort() in the model
+            except requests.ConnectionError:
+                crashes += 1
+            else:  # it reached a worker still loading (both were down a moment ago): "not ready"
+                assert r.status_code == 503, r.text
             assert server.proc.poll() is None, f"the supervisor exited with {server.proc.returncode}:\n{server.output()}"
         wait_until(answered, timeout=30, interval=0.05, what="a good request answered after the crashes")
         text = server.scrape('reason="crash"} 12.0')
@@ -396,13 +401,18 @@ def test_max_requests_recycles_workers_without_a_failed_request():
             t.start()
         for t in threads:
             t.join()
-        wait_until(lambda: server.scrape('reason="max-requests"').count('reason="max-requests"} 0.0') == 0, timeout=10,
-                   what="recycling counted")
+        def recycled() -> float:
+            text = server.scrape('reason="max-requests"')
+            return float(text.split('fastseldon_worker_restarts_total{reason="max-requests"} ')[1].split()[0])
+
+        # 400 requests over workers that ask to be recycled after 40 to 50: a few replacements (an
+        # old worker serves on until its successor is ready, so how many depends on timing)
+        wait_until(lambda: recycled() >= 2, timeout=20, what="workers recycled")
         out = server.output()
         now = set(_children(server.proc.pid))
     assert failures == [], f"{failures[:5]}\n{out}"
     assert answered[0] == 400
-    assert "(--max-requests); replacing it" in out and not (first & now), (first, now, out)
+    assert "(--max-requests); replacing it" in out and first != now, (first, now, out)
     assert server.stop() == 0
 
 

@@ -87,6 +87,17 @@ def _grpc_ready(target: str) -> bool:
             return exc.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def _all_workers_ready(server: Server) -> bool:
+    """No worker still loading, by the supervisor's fastseldon_workers gauge (a server without it: yes)."""
+    try:
+        text = requests.get(server.metrics_url, timeout=0.5).text
+    except requests.RequestException:
+        return False
+    if "fastseldon_workers{" not in text:
+        return True
+    return all(f'fastseldon_workers{{state="{state}"}} 0.0' in text for state in ("starting", "live"))
+
+
 def wait_live(server: Server, timeout: float = 60) -> None:
     """Until /health/ping answers: the ports are open, the model may still be loading."""
     deadline = time.monotonic() + timeout
@@ -112,7 +123,7 @@ def wait_ready(server: Server, timeout: float = 60, grpc_only: bool = False) -> 
             if grpc_only:
                 if _grpc_ready(server.grpc_target):
                     return
-            elif requests.get(server.url + "/v2/health/ready", timeout=0.5).status_code == 200:
+            elif requests.get(server.url + "/v2/health/ready", timeout=0.5).status_code == 200 and _all_workers_ready(server):
                 return
         except (requests.RequestException, OSError):
             pass
