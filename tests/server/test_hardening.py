@@ -287,7 +287,7 @@ def test_a_never_ending_header_is_refused_early_without_stalling_others(limited)
     thread = threading.Thread(target=flood)
     thread.start()
     latencies = []
-    while not done.is_set():
+    while not latencies or not done.is_set():  # other clients are answered promptly all along
         start = time.monotonic()
         assert requests.get(limited.url + "/health/ping", timeout=5).status_code == 200
         latencies.append(time.monotonic() - start)
