@@ -308,7 +308,9 @@ async def load_graph_app(server: ServerSettings, predictor: Predictor, source: P
         elif node.container is not None and node.container.env.get("MODEL_NAME"):
             unit = unit_settings(node, predictor)
             folder = source / node.name if (source / node.name).is_dir() else source
-            obj = construct(unit.interface_name, parse_parameters(unit.parameters), str(folder))
+            # import and construct off the loop: the start-up router keeps answering live meanwhile
+            obj = await loop.run_in_executor(pool, construct, unit.interface_name, parse_parameters(unit.parameters),
+                                             str(folder))
             await call_load(obj)
             model = UserModel.from_object(obj)
             metrics = Metrics(unit)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from functools import partial
@@ -63,8 +62,9 @@ def main(argv: list[str]) -> int:
     except (SpecError, ValueError) as exc:
         print(f"fastseldon graph: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, server.log_level, logging.INFO),
-                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    from fastseldon.logs import setup
+
+    setup(server.log_level, server.log_format)  # --log-format json applies to graphs too
     build = partial(load_graph_app, server, predictor, source.resolve(), remotes, seed=args.seed)
     label = f"graph {predictor.deployment or '-'}/{predictor.name} ({len(predictor.graph.walk())} nodes)"
     return serve(server, lambda loop: build(loop), label)
