@@ -124,11 +124,8 @@ def test_repository_extension(client):
 def test_unsupported_triton_extensions_say_which(client, call_, extension):
     """Not gRPC's bare "Method not found!": the answer names the extension."""
     with pytest.raises(InferenceServerException) as err:
-        client.get_model_config("echo")
+        call_(client)
     assert err.value.status() == "StatusCode.UNIMPLEMENTED"
-
-
-# --------------------------------------------------------------------------- inference
     assert f"Triton's {extension} extension is not supported" in err.value.message()
 
 
@@ -151,6 +148,9 @@ def test_statistics_extension(client):
     with pytest.raises(InferenceServerException) as err:
         client.get_inference_statistics("other")
     assert err.value.status() == "StatusCode.NOT_FOUND"
+
+
+# --------------------------------------------------------------------------- inference
 
 
 @pytest.mark.parametrize("datatype", list(DTYPES))
