@@ -6,6 +6,12 @@ CUDA package. The image is built with ``s2i build`` when s2i can reach a Docker 
 otherwise with docker, podman or buildah from a generated Dockerfile that performs the
 same steps as the s2i build; with no usable engine that Dockerfile and its context are
 written out with instructions. Every decision is printed with its reason.
+
+Before building it refuses a source with nothing to serve, and looks for the builder image
+in the engine's store (for the GPU: the CUDA-base builder, else the one with CUDA from PyPI),
+printing how to build it when it is missing. Engine options (pull policy, network, build
+arguments, isolation, storage) pass through; ``--incremental`` feeds the previous image's
+``save-artifacts`` output to the new build with any engine.
 """
 from __future__ import annotations
 
@@ -24,8 +30,18 @@ from pathlib import Path
 from fastseldon import __version__
 
 __all__ = [
+    "BuilderImage",
     "Choice",
     "Engine",
+    "EngineOptions",
+    "builder_candidates",
+    "build_hint",
+    "fetch_artifacts",
+    "image_exists_command",
+    "pick_builder",
+    "save_artifacts_commands",
+    "source_labels",
+    "source_problem",
     "choose_builder",
     "cuda_reason",
     "cuda_requirements",
@@ -247,13 +263,109 @@ def choose_builder(src: Path, force: str | None = None, env: Mapping[str, str] |
     return Choice("cpu", "no DEVICE=cuda in .s2i/environment and no CUDA package in the dependencies")
 
 
+@dataclass(frozen=True)
+class BuilderImage:
+    """A builder image to try: its name, what it is, and (for fastseldon's own) the
+    ``(Dockerfile, tag)`` builds, in order, that make it from a fastseldon checkout."""
+
+    image: str
+    what: str
+    recipe: tuple[tuple[str, str], ...] = ()
+
+
 def builder_image(kind: str, env: Mapping[str, str] | None = None) -> str:
     """The builder image for a kind: FASTSELDON_S2I_<KIND>_BUILDER or fastseldon/s2i-<kind>:<version>."""
     env = os.environ if env is None else env
     return env.get(f"FASTSELDON_S2I_{kind.upper()}_BUILDER") or f"fastseldon/s2i-{kind}:{__version__}"
 
 
+def builder_candidates(kind: str, env: Mapping[str, str] | None = None) -> list[BuilderImage]:
+    """The builder images for a kind, in preference order. For the GPU: the one on the
+    nvidia/cuda base, then the one that takes CUDA and cuDNN from PyPI wheels (it builds
+    where no CUDA base image can be pulled)."""
+    env = os.environ if env is None else env
+    variable = f"FASTSELDON_S2I_{kind.upper()}_BUILDER"
+    if env.get(variable):
+        return [BuilderImage(env[variable], f"set by {variable}")]
+    v = __version__
+    if kind == "cpu":
+        return [BuilderImage(f"fastseldon/s2i-cpu:{v}", "the CPU builder",
+                             (("s2i/cpu/Dockerfile", f"fastseldon/s2i-cpu:{v}"),))]
+    return [
+        BuilderImage(f"fastseldon/s2i-gpu:{v}", "the GPU builder on the nvidia/cuda base image",
+                     (("Dockerfile.gpu", f"fastseldon/gpu:{v}"), ("s2i/gpu/Dockerfile", f"fastseldon/s2i-gpu:{v}"))),
+        BuilderImage(f"fastseldon/s2i-gpu-pypi:{v}", "the GPU builder with CUDA and cuDNN from PyPI wheels",
+                     (("s2i/gpu-pypi/Dockerfile", f"fastseldon/s2i-gpu-pypi:{v}"),)),
+    ]
+
+
+def source_problem(src: Path, env: Mapping[str, str] | None = None) -> str | None:
+    """Why this source cannot make a serving image (what assemble would refuse), or None:
+    it needs the interface module (``MyModel.py``, or MODEL_NAME's) or an ONNX_MODEL file."""
+    src = Path(src)
+    if (src / ".s2i" / "bin" / "assemble").is_file():
+        return None  # its own assemble decides what it needs
+    settings = {**read_s2i_environment(src), **(env or {})}
+    onnx = settings.get("ONNX_MODEL", "").strip()
+    if onnx:
+        if onnx.startswith("/") or (src / onnx).is_file():
+            return None
+        return f"ONNX_MODEL={onnx} is not in {src}: put the .onnx file there, or give an absolute path inside the image"
+    name = settings.get("MODEL_NAME", "").strip() or "MyModel"
+    if "." in name:
+        return None  # package.module.Class: the module may come from the requirements
+    if (src / f"{name}.py").is_file() or (src / name / "__init__.py").is_file():
+        return None
+    return (
+        f"{src} holds neither {name}.py (the interface module, class {name}) nor an ONNX_MODEL: nothing "
+        f"to serve. Add {name}.py, or set MODEL_NAME=package.module.Class or ONNX_MODEL=<file>.onnx "
+        "in .s2i/environment (or with -e)"
+    )
+
+
 # ---------------------------------------------------------------- container engines
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Options passed through to the engine: pull policy, network, build arguments,
+    isolation, storage (podman/buildah global options) and any others verbatim."""
+
+    pull: str | None = None
+    network: str | None = None
+    build_args: tuple[str, ...] = ()
+    isolation: str | None = None
+    storage_driver: str | None = None
+    storage_opts: tuple[str, ...] = ()
+    root: str | None = None
+    runroot: str | None = None
+    extra: tuple[str, ...] = ()
+
+    def storage(self) -> list[str]:
+        """The storage options, as podman and buildah take them before the subcommand."""
+        argv: list[str] = []
+        if self.root:
+            argv += ["--root", self.root]
+        if self.runroot:
+            argv += ["--runroot", self.runroot]
+        if self.storage_driver:
+            argv += ["--storage-driver", self.storage_driver]
+        for opt in self.storage_opts:
+            argv += ["--storage-opt", opt]
+        return argv
+
+    def unsupported(self, engine: str) -> list[str]:
+        """What this engine cannot be given, one sentence each."""
+        problems = []
+        if engine in ("s2i", "docker") and self.storage():
+            problems.append(f"{engine} has no storage options (they belong to the Docker daemon): "
+                            "--root, --runroot, --storage-driver and --storage-opt are for podman and buildah")
+        if engine == "s2i":
+            if self.build_args:
+                problems.append("s2i has no build arguments: pass build settings with -e")
+            if self.isolation:
+                problems.append("s2i has no --isolation: it is a podman, buildah and docker option")
+        return problems
 
 
 def _probe(argv: list[str], timeout: float = 20.0) -> tuple[bool, str]:
@@ -298,25 +410,165 @@ def find_engine(engines: Sequence[Engine], wanted: str = "auto") -> Engine | Non
     return None
 
 
+_S2I_PULL = {"always": "always", "newer": "always", "missing": "if-not-present", "never": "never"}
+
+
 def s2i_command(
-    s2i: str, src: Path, builder: str, image: str, env: Mapping[str, str], incremental: bool = False
+    s2i: str, src: Path, builder: str, image: str, env: Mapping[str, str], incremental: bool = False,
+    options: EngineOptions | None = None,
 ) -> list[str]:
     """``s2i build`` for a local directory (copied as is, uncommitted files included)."""
+    options = options or EngineOptions()
     argv = [s2i, "build", "--copy", str(src), builder, image]
     for key, value in env.items():
         argv += ["-e", f"{key}={value}"]
     if incremental:
         argv.append("--incremental")
-    return argv
+    if options.pull:
+        argv += ["--pull-policy", _S2I_PULL[options.pull]]
+    if options.network:
+        argv += ["--network", options.network]
+    return argv + list(options.extra)
 
 
-def engine_command(engine: Engine, context: Path, image: str) -> list[str]:
+def engine_command(engine: Engine, context: Path, image: str, options: EngineOptions | None = None) -> list[str]:
     """The build command for a generated context directory."""
+    options = options or EngineOptions()
     tool = engine.path or engine.name
     dockerfile = str(Path(context) / "Dockerfile")
+    if engine.name == "docker":
+        argv = [tool, "build", "-t", image, "-f", dockerfile]
+        if options.pull in ("always", "newer"):
+            argv.append("--pull")  # docker's --pull is a switch; without it, a local builder is used
+    else:
+        argv = [tool, *options.storage(), "bud" if engine.name == "buildah" else "build", "-t", image, "-f", dockerfile]
+        if options.pull:
+            argv.append(f"--pull={options.pull}")
+    if options.network:
+        argv += ["--network", options.network]
+    if options.isolation:
+        argv += ["--isolation", options.isolation]
+    for pair in options.build_args:
+        argv += ["--build-arg", pair]
+    return argv + list(options.extra) + [str(context)]
+
+
+def image_exists_command(
+    engine: Engine, image: str, options: EngineOptions | None = None, docker: str | None = None
+) -> list[str] | None:
+    """The command whose exit status says whether ``image`` is in the engine's local store
+    (None when there is no way to ask: s2i on a remote daemon without a docker CLI)."""
+    options = options or EngineOptions()
+    tool = engine.path or engine.name
+    if engine.name == "podman":
+        return [tool, *options.storage(), "image", "exists", image]
     if engine.name == "buildah":
-        return [tool, "bud", "-t", image, "-f", dockerfile, str(context)]
-    return [tool, "build", "-t", image, "-f", dockerfile, str(context)]
+        return [tool, *options.storage(), "inspect", "--type", "image", image]
+    if engine.name == "docker":
+        return [tool, "image", "inspect", image]
+    return [docker, "image", "inspect", image] if docker else None
+
+
+def save_artifacts_commands(
+    engine: Engine, image: str, options: EngineOptions | None = None, script: str = f"{SCRIPTS_PATH}/save-artifacts"
+) -> list[list[str]]:
+    """How to run ``save-artifacts`` in the previous image, its tar on stdout: one command
+    for docker and podman; for buildah, ``from`` then ``run`` (the container name is the
+    first command's output, written ``{container}`` here) then ``rm``."""
+    options = options or EngineOptions()
+    tool = engine.path or engine.name
+    if engine.name == "buildah":
+        g = options.storage()
+        return [[tool, *g, "from", "--pull=never", "--quiet", image],
+                [tool, *g, "run", "--network", "none", "{container}", "--", script],
+                [tool, *g, "rm", "{container}"]]
+    storage = options.storage() if engine.name == "podman" else []
+    # --entrypoint: an nvidia/cuda base's entrypoint prints a banner, which would spoil the tar
+    return [[tool, *storage, "run", "--rm", "--network", "none", "--entrypoint", script, image]]
+
+
+def _extract_artifacts(data: bytes, dest: Path) -> int:
+    """Unpack save-artifacts' tar under ``dest``; returns the number of members."""
+    import io
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = tar.getmembers()
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # Python < 3.11.4: refuse what the data filter would refuse
+            root = dest.resolve()
+            for member in members:
+                target = (dest / member.name).resolve()
+                if not (member.isfile() or member.isdir()) or not str(target).startswith(str(root)):
+                    raise tarfile.TarError(f"unsafe member {member.name!r}")
+            tar.extractall(dest)  # noqa: S202 - checked above
+    return len([m for m in members if m.isfile()])
+
+
+def fetch_artifacts(engine: Engine, image: str, dest: Path, options: EngineOptions | None = None,
+                    script: str = f"{SCRIPTS_PATH}/save-artifacts") -> tuple[int, str]:
+    """Run save-artifacts in ``image`` and unpack its tar in ``dest``: (files, error or "")."""
+    commands = save_artifacts_commands(engine, image, options, script)
+    container = ""
+    try:
+        if engine.name == "buildah":
+            made = subprocess.run(commands[0], capture_output=True, check=False)
+            if made.returncode != 0:
+                return 0, made.stderr.decode(errors="replace").strip()
+            container = made.stdout.decode().strip().splitlines()[-1]
+            commands = [[a.replace("{container}", container) for a in c] for c in commands[1:2]]
+        done = subprocess.run(commands[0], capture_output=True, check=False)
+        if done.returncode != 0:
+            return 0, done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
+        return _extract_artifacts(done.stdout, dest), ""
+    except Exception as exc:  # noqa: BLE001 - an engine error or a bad tar: build from scratch
+        return 0, str(exc)
+    finally:
+        if container:
+            subprocess.run([a.replace("{container}", container) for a in save_artifacts_commands(
+                engine, image, options, script)[2]], capture_output=True, check=False)
+
+
+def checkout_root() -> Path | None:
+    """The fastseldon source checkout this package runs from (an editable install), if any."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "s2i" / "cpu" / "Dockerfile").is_file() else None
+
+
+def build_hint(candidate: BuilderImage, tool: str = "podman") -> str:
+    """The command that builds one of fastseldon's builder images from a checkout."""
+    root = checkout_root()
+    where = f"cd {root} && " if root else "from the root of a fastseldon checkout: "
+    verb = "bud" if tool == "buildah" else "build"
+    tool = "docker" if tool == "s2i" else tool
+    return where + " && ".join(f"{tool} {verb} -f {dockerfile} -t {tag} ." for dockerfile, tag in candidate.recipe)
+
+
+def pick_builder(
+    candidates: Sequence[BuilderImage], exists: Callable[[str], bool | None], pull: str | None = None
+) -> tuple[BuilderImage | None, list[str]]:
+    """The first candidate that is here (or that the engine will pull), and what to say about
+    the choice; (None, lines) when the build cannot start, the lines saying how to fix it."""
+    notes: list[str] = []
+    if pull in ("always", "newer"):
+        return candidates[0], [f"--pull {pull}: the engine fetches {candidates[0].image}"]
+    for i, candidate in enumerate(candidates):
+        here = exists(candidate.image)
+        if here is None:
+            return candidates[0], [f"cannot tell whether {candidates[0].image} is here; trying it"]
+        if here:
+            if i:
+                notes.append(f"{candidate.image} is {candidate.what}, used because "
+                             + ", ".join(f"{c.image} ({c.what})" for c in candidates[:i]) + " is not here")
+            return candidate, notes
+    if pull != "never" and not all(c.recipe for c in candidates):
+        return candidates[0], [f"{candidates[0].image} is not here: the engine will try to pull it"]
+    lines = [f"builder image {candidates[0].image} is not here"
+             + (" (--pull never)" if pull == "never" and not candidates[0].recipe else "")
+             + ("; nor is " + ", ".join(c.image for c in candidates[1:]) if len(candidates) > 1 else "")]
+    return None, lines
 
 
 # ---------------------------------------------------------------- the generated Dockerfile
@@ -333,14 +585,56 @@ def _override_scripts(src: Path) -> list[str]:
     return sorted(p.name for p in bin_dir.iterdir() if p.is_file()) if bin_dir.is_dir() else []
 
 
+def _git(src: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def source_labels(src: Path) -> dict[str, str]:
+    """s2i's source labels, with no path of this machine in them: for a git checkout its
+    remote (credentials dropped), the folder inside it and the commit; else the folder's name."""
+    src = Path(src).resolve()
+    labels = {"io.openshift.s2i.build.source-location": src.name or "source"}
+    top = _git(src, "rev-parse", "--show-toplevel")
+    if not top:
+        return labels
+    remote = _git(src, "remote", "get-url", "origin")
+    remote = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", remote, flags=re.I)  # user:token@
+    if remote and re.match(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", remote, re.I) and not remote.startswith("file:"):
+        labels["io.openshift.s2i.build.source-location"] = remote
+    try:
+        context = src.relative_to(Path(top).resolve()).as_posix()
+    except ValueError:
+        context = ""
+    if context and context != ".":
+        labels["io.openshift.s2i.build.source-context-dir"] = context
+    commit = _git(src, "rev-parse", "HEAD")
+    if commit:
+        labels["io.openshift.s2i.build.commit.id"] = commit
+    ref = _git(src, "rev-parse", "--abbrev-ref", "HEAD")
+    if ref and ref != "HEAD":
+        labels["io.openshift.s2i.build.commit.ref"] = ref
+    return labels
+
+
 def generate_dockerfile(
-    builder: str, image: str, env: Mapping[str, str], overrides: Sequence[str] = (), source_label: str = ""
+    builder: str, image: str, env: Mapping[str, str], overrides: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None, build_args: Sequence[str] = (), artifacts: bool = False,
 ) -> str:
     """A Dockerfile that does what ``s2i build SRC BUILDER IMAGE`` does, for a context
-    holding the source in ``upload/src`` (and ``.s2i/bin`` overrides in ``upload/scripts``)."""
+    holding the source in ``upload/src`` (``.s2i/bin`` overrides in ``upload/scripts``, the
+    previous image's save-artifacts output in ``upload/artifacts``). ``build_args`` are
+    names declared with ARG, so ``--build-arg NAME=VALUE`` reaches assemble without
+    staying in the image."""
     scripts = f"{INJECT_DIR}/scripts"
     assemble = f"{scripts}/assemble" if "assemble" in overrides else f"{SCRIPTS_PATH}/assemble"
     run = f"{scripts}/run" if "run" in overrides else f"{SCRIPTS_PATH}/run"
+    all_labels = {"io.openshift.s2i.build.image": builder,
+                  **(labels or {"io.openshift.s2i.build.source-location": "upload/src"}),
+                  "io.k8s.display-name": image}
     lines = [
         f"{GENERATED_MARK} (fastseldon {__version__}): the steps of",
         f"#   s2i build --copy <source> {builder} {image}",
@@ -350,10 +644,14 @@ def generate_dockerfile(
         f"#   buildah bud -t {image} .",
         f"FROM {builder}",
         "",
-        f"LABEL io.openshift.s2i.build.image={_quote(builder)} \\",
-        f"      io.openshift.s2i.build.source-location={_quote(source_label or 'upload/src')} \\",
-        f"      io.k8s.display-name={_quote(image)}",
     ]
+    items = list(all_labels.items())
+    for i, (key, value) in enumerate(items):
+        prefix = "LABEL " if i == 0 else "      "
+        lines.append(f"{prefix}{key}={_quote(value)}" + (" \\" if i < len(items) - 1 else ""))
+    if build_args:
+        lines.append("")
+        lines += [f"ARG {name}" for name in dict.fromkeys(build_args)]
     if env:
         lines.append("")
         items = list(env.items())
@@ -364,6 +662,8 @@ def generate_dockerfile(
     lines += ["", f"COPY --chown={ASSEMBLE_USER}:0 upload/src {INJECT_DIR}/src"]
     if overrides:
         lines.append(f"COPY --chown={ASSEMBLE_USER}:0 upload/scripts {scripts}")
+    if artifacts:
+        lines.append(f"COPY --chown={ASSEMBLE_USER}:0 upload/artifacts {INJECT_DIR}/artifacts")
     lines += [
         f"USER {ASSEMBLE_USER}",
         f"RUN {assemble}",
@@ -393,9 +693,11 @@ def _ignored(src: Path) -> set[Path]:
 
 
 def write_build_context(
-    src: Path, out_dir: Path, builder: str, image: str, env: Mapping[str, str]
+    src: Path, out_dir: Path, builder: str, image: str, env: Mapping[str, str],
+    build_args: Sequence[str] = (), artifacts: Path | None = None,
 ) -> Path:
-    """Lay out ``out_dir`` (Dockerfile, upload/src, upload/scripts) and return the Dockerfile path."""
+    """Lay out ``out_dir`` (Dockerfile, upload/src, upload/scripts, upload/artifacts when
+    ``artifacts`` is a folder with files in it) and return the Dockerfile path."""
     src = Path(src).resolve()
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -414,10 +716,18 @@ def write_build_context(
     overrides = _override_scripts(src)
     if overrides:
         shutil.copytree(src / ".s2i" / "bin", out_dir / "upload" / "scripts", symlinks=True)
+    with_artifacts = False
+    if artifacts is not None and any(p.is_file() for p in Path(artifacts).rglob("*")):
+        shutil.copytree(Path(artifacts), out_dir / "upload" / "artifacts", symlinks=True)
+        with_artifacts = True
     # s2i gives the build and the image the .s2i/environment values; -e values win.
     merged = {**read_s2i_environment(src), **env}
+    names = [pair.partition("=")[0] for pair in build_args]
     dockerfile = out_dir / "Dockerfile"
-    dockerfile.write_text(generate_dockerfile(builder, image, merged, overrides, str(src)), encoding="utf-8")
+    dockerfile.write_text(
+        generate_dockerfile(builder, image, merged, overrides, source_labels(src), names, with_artifacts),
+        encoding="utf-8",
+    )
     return dockerfile
 
 
@@ -439,20 +749,37 @@ def _parser() -> argparse.ArgumentParser:
                    help="what builds the image (default: first usable of s2i, docker, podman, buildah)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment for the build and the image (like s2i -e); repeatable")
-    p.add_argument("--incremental", action="store_true", help="reuse the previous image's pip cache (s2i only)")
+    p.add_argument("--incremental", action="store_true",
+                   help="reuse the previous IMAGE's pip cache: its save-artifacts output goes to the new build")
     p.add_argument("--output", type=Path, default=Path("fastseldon-build"),
                    help="where to write the Dockerfile and its context when nothing can build "
                         "(default ./fastseldon-build)")
     p.add_argument("--dry-run", action="store_true", help="print the decision and the command; build and write nothing")
+    engine = p.add_argument_group("passed to the engine")
+    engine.add_argument("--pull", choices=("always", "missing", "never", "newer"),
+                        help="pull policy for the builder image (s2i: --pull-policy; docker: --pull for always/newer)")
+    engine.add_argument("--network", metavar="MODE", help="network of the build's RUN steps, e.g. host")
+    engine.add_argument("--build-arg", dest="build_args", action="append", default=[], metavar="KEY=VALUE",
+                        help="a build argument assemble sees but the image does not keep (declared with ARG); "
+                             "docker, podman, buildah; repeatable")
+    engine.add_argument("--isolation", metavar="TYPE", help="podman/buildah: oci, chroot or rootless; docker: its own")
+    engine.add_argument("--storage-driver", metavar="DRIVER", help="podman/buildah storage driver, e.g. overlay or vfs")
+    engine.add_argument("--storage-opt", dest="storage_opts", action="append", default=[], metavar="OPT",
+                        help="podman/buildah storage option; repeatable")
+    engine.add_argument("--root", metavar="DIR", help="podman/buildah storage root")
+    engine.add_argument("--runroot", metavar="DIR", help="podman/buildah run root")
+    engine.add_argument("--engine-arg", dest="engine_args", action="append", default=[], metavar="ARG",
+                        help="any other argument for the engine's build command, verbatim "
+                             "(e.g. --engine-arg=--volume=/x:/x:ro); repeatable")
     return p
 
 
-def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+def _parse_env(pairs: Sequence[str], flag: str = "-e") -> dict[str, str]:
     env: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not _ENV_KEY.match(key):
-            raise ValueError(f"-e {pair!r}: expected KEY=VALUE")
+            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
         env[key] = value
     return env
 
@@ -461,13 +788,30 @@ def _say(message: str) -> None:
     print(f"fastseldon build: {message}", flush=True)
 
 
+def _error(message: str) -> None:
+    print(f"fastseldon build: error: {message}", file=sys.stderr, flush=True)
+
+
 def _run(argv: list[str]) -> int:
     _say("running: " + " ".join(argv))
     try:
         return subprocess.run(argv, check=False).returncode
     except OSError as exc:
-        print(f"fastseldon build: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 1
+
+
+def _exists_probe(engine: Engine, options: EngineOptions, docker: str | None) -> Callable[[str], bool | None]:
+    def exists(image: str) -> bool | None:
+        argv = image_exists_command(engine, image, options, docker)
+        if argv is None:
+            return None
+        try:
+            done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.returncode == 0
+    return exists
 
 
 def main(argv: list[str]) -> int:
@@ -478,17 +822,28 @@ def main(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     src: Path = args.src
     if not src.is_dir():
-        print(f"fastseldon build: error: {src} is not a directory", file=sys.stderr)
+        _error(f"{src} is not a directory")
         return 2
     try:
         env = _parse_env(args.env)
+        _parse_env(args.build_args, "--build-arg")
     except ValueError as exc:
-        print(f"fastseldon build: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
+    problem = source_problem(src, env)
+    if problem:
+        _error(problem)
+        return 2
+    options = EngineOptions(
+        pull=args.pull, network=args.network, build_args=tuple(args.build_args), isolation=args.isolation,
+        storage_driver=args.storage_driver, storage_opts=tuple(args.storage_opts), root=args.root,
+        runroot=args.runroot, extra=tuple(args.engine_args),
+    )
 
     choice = choose_builder(src, args.kind, env)
-    builder = args.builder or builder_image(choice.kind)
-    _say(f"{choice.kind.upper()} builder {builder}")
+    candidates = [BuilderImage(args.builder, "given with --builder")] if args.builder else builder_candidates(choice.kind)
+    others = "".join(f" (or {c.image}, {c.what})" for c in candidates[1:])
+    _say(f"{choice.kind.upper()} builder {candidates[0].image}{others}")
     _say(f"reason: {choice.reason}")
 
     engines = [] if args.engine == "none" else survey_engines()
@@ -496,43 +851,79 @@ def main(argv: list[str]) -> int:
     for e in engines:
         _say(f"engine {e.name}: {e.note}")
     if args.engine not in ("auto", "none") and engine is None:
-        print(f"fastseldon build: error: --engine {args.engine} is not usable here", file=sys.stderr)
+        _error(f"--engine {args.engine} is not usable here")
         return 1
 
-    if engine is not None and engine.name == "s2i":
-        command = s2i_command(engine.path or "s2i", src, builder, args.image, env, args.incremental)
+    if engine is None:
+        builder = candidates[0].image
+        out_dir = args.output
+        if args.dry_run:
+            _say(f"no usable container engine; would write {out_dir / 'Dockerfile'} and its context (FROM {builder})")
+            return 0
+        try:
+            dockerfile = write_build_context(src, out_dir, builder, args.image, env, options.build_args)
+        except FileExistsError as exc:
+            _error(f"{exc}; choose another --output")
+            return 2
+        _say(f"no usable container engine (s2i, docker, podman, buildah); wrote {dockerfile} (FROM {builder})")
+        _say(f"build it where an engine runs:  docker build -t {args.image} {out_dir}")
+        _say(f"  or:  podman build -t {args.image} {out_dir}   or:  buildah bud -t {args.image} {out_dir}")
+        _say(f"  or, with s2i installed:  s2i build --copy {src} {builder} {args.image}")
+        if len(candidates) > 1:
+            _say("  it needs " + " or ".join(f"{c.image} ({c.what})" for c in candidates) + " where it builds")
+        return 0
+
+    unsupported = options.unsupported(engine.name)
+    if unsupported:
+        for line in unsupported:
+            _error(line)
+        return 2
+    docker = next((e.path for e in engines if e.name == "docker" and e.path), None)
+    exists = _exists_probe(engine, options, docker)
+    picked, notes = pick_builder(candidates, exists, options.pull)
+    for note in notes:
+        _say(note)
+    if picked is None:
+        tool = engine.name
+        for candidate in candidates:
+            if candidate.recipe:
+                _say(f"  {candidate.image} ({candidate.what}): {build_hint(candidate, tool)}")
+        if not any(c.recipe for c in candidates):
+            _say(f"  pull it ({'docker' if tool == 's2i' else tool} pull {candidates[0].image}) or name another with --builder")
+        _error(f"no builder image to build {args.image} from (see above)")
+        return 1
+    builder = picked.image
+    _say(f"using {builder} ({picked.what})")
+
+    if engine.name == "s2i":
+        command = s2i_command(engine.path or "s2i", src, builder, args.image, env, args.incremental, options)
         if args.dry_run:
             _say("would run: " + " ".join(command))
             return 0
         return _run(command)
 
-    if args.incremental:
-        _say("--incremental needs s2i; building from scratch")
-
-    if engine is None:
-        out_dir = args.output
-        if args.dry_run:
-            _say(f"no usable container engine; would write {out_dir / 'Dockerfile'} and its context")
-            return 0
-        try:
-            dockerfile = write_build_context(src, out_dir, builder, args.image, env)
-        except FileExistsError as exc:
-            print(f"fastseldon build: error: {exc}; choose another --output", file=sys.stderr)
-            return 2
-        _say(f"no usable container engine (s2i, docker, podman, buildah); wrote {dockerfile}")
-        _say(f"build it where an engine runs:  docker build -t {args.image} {out_dir}")
-        _say(f"  or:  podman build -t {args.image} {out_dir}   or:  buildah bud -t {args.image} {out_dir}")
-        _say(f"  or, with s2i installed:  s2i build --copy {src} {builder} {args.image}")
-        return 0
-
     if args.dry_run:
         _say("would generate a Dockerfile equivalent to the s2i build and run: "
-             + " ".join(engine_command(engine, Path("<context>"), args.image)))
+             + " ".join(engine_command(engine, Path("<context>"), args.image, options)))
         return 0
     with tempfile.TemporaryDirectory(prefix="fastseldon-build-") as tmp:
+        artifacts = None
+        if args.incremental:
+            if exists(args.image):
+                script = (f"{INJECT_DIR}/scripts/save-artifacts" if "save-artifacts" in _override_scripts(src)
+                          else f"{SCRIPTS_PATH}/save-artifacts")
+                artifacts = Path(tmp) / "artifacts"
+                files, err = fetch_artifacts(engine, args.image, artifacts, options, script)
+                if err:
+                    _say(f"--incremental: save-artifacts in {args.image} failed ({err}); building from scratch")
+                    artifacts = None
+                else:
+                    _say(f"--incremental: {files} files from {args.image}'s save-artifacts go to {INJECT_DIR}/artifacts")
+            else:
+                _say(f"--incremental: no previous {args.image} here; building from scratch")
         context = Path(tmp) / "context"
-        write_build_context(src, context, builder, args.image, env)
-        return _run(engine_command(engine, context, args.image))
+        write_build_context(src, context, builder, args.image, env, options.build_args, artifacts)
+        return _run(engine_command(engine, context, args.image, options))
 
 
 if __name__ == "__main__":

@@ -460,7 +460,8 @@ def test_usage_prints_how_to_build(tmp_path):
                                                           "FASTSELDON_BUILDER_IMAGE": "fastseldon/s2i-gpu"},
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
-    assert "s2i build <source dir or git URL> fastseldon/s2i-gpu my-model:latest" in done.stdout
+    # the image names its repository; usage adds the tag, fastseldon's version
+    assert re.search(r"s2i build <source dir or git URL> fastseldon/s2i-gpu:\d+\.\d+\S* my-model:latest", done.stdout)
     assert "MODEL_NAME=MyModel" in done.stdout and "DEVICE=cuda" in done.stdout
     helped = subprocess.run([str(SCRIPTS / "assemble"), "--help"], capture_output=True, text=True, timeout=30)
     assert helped.returncode == 0 and "s2i build" in helped.stdout

@@ -5,11 +5,13 @@ engines), so what is installed on this machine never changes the outcome.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -17,7 +19,11 @@ import pytest
 
 from fastseldon import __version__
 from fastseldon.builder import (
+    BuilderImage,
     Engine,
+    EngineOptions,
+    build_hint,
+    builder_candidates,
     builder_image,
     choose_builder,
     cuda_reason,
@@ -25,8 +31,12 @@ from fastseldon.builder import (
     find_engine,
     generate_dockerfile,
     main,
+    pick_builder,
     read_s2i_environment,
     s2i_command,
+    save_artifacts_commands,
+    source_labels,
+    source_problem,
     survey_engines,
     write_build_context,
 )
@@ -324,21 +334,54 @@ def fake_bin(tmp_path) -> Path:
     return path
 
 
-def fake_engine(bin_dir: Path, name: str, info_status: int = 0, info_error: str = "") -> Path:
+def fake_engine(bin_dir: Path, name: str, info_status: int = 0, info_error: str = "",
+                images: set[str] | None = None, artifacts_tar: Path | None = None) -> Path:
     """A stand-in for a container CLI: ``info`` exits with ``info_status`` (printing
-    ``info_error`` on stderr); anything else records its arguments in ``<name>.argv`` and
-    checks it was given a real build context. Only shell builtins, so PATH may be empty."""
+    ``info_error`` on stderr); ``image exists`` / ``image inspect`` / ``inspect --type image``
+    answer that an image is here when it is in ``images`` (default: every image is);
+    ``run`` prints ``artifacts_tar`` (save-artifacts' stream); anything else records its
+    arguments in ``<name>.argv`` and the Dockerfile in ``<name>.Dockerfile``, and checks it
+    was given a real build context. Only shell builtins (``run`` needs a ``cat`` beside it)."""
     log = bin_dir / f"{name}.argv"
     script = bin_dir / name
+    if images is None:
+        present = "exit 0"
+    else:
+        present = (f'case "$image" in {"|".join(sorted(images))}) exit 0 ;; esac; exit 1' if images else "exit 1")
+    if artifacts_tar is not None:
+        os.symlink(shutil.which("cat"), bin_dir / "cat")
     script.write_text(textwrap.dedent(f"""\
         #!/bin/sh
         if [ "$1" = info ]; then
             [ -n '{info_error}' ] && echo '{info_error}' >&2
             exit {info_status}
         fi
-        printf '%s\\n' "$@" > '{log}'
+        pre=
+        while :; do
+            case "$1" in
+                --root | --runroot | --storage-driver | --storage-opt) pre="$pre$1 $2 "; shift 2 ;;
+                *) break ;;
+            esac
+        done
+        image=
+        case "$1 $2" in
+            "image exists" | "image inspect") image=$3 ;;
+            "inspect --type") image=$4 ;;
+        esac
+        if [ -n "$image" ]; then
+            printf '%s\\n' "$image" >> '{bin_dir / f"{name}.asked"}'
+            {present}
+        fi
+        if [ "$1" = run ]; then
+            printf '%s\\n' "$@" > '{bin_dir / f"{name}.run"}'
+            exec cat '{artifacts_tar}'
+        fi
+        for word in $pre; do printf '%s\\n' "$word"; done > '{log}'
+        printf '%s\\n' "$@" >> '{log}'
         for last; do :; done
         [ -f "$last/Dockerfile" ] && [ -f "$last/upload/src/MyModel.py" ] || exit 3
+        while IFS= read -r line; do printf '%s\\n' "$line"; done < "$last/Dockerfile" > '{bin_dir / f"{name}.Dockerfile"}'
+        [ -f "$last/upload/artifacts/pip/wheels/tiny-0.1-py3-none-any.whl" ] && echo artifacts >> '{log}'
         exit 0
         """))
     script.chmod(0o755)
@@ -414,3 +457,213 @@ def test_usage_errors(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert re.search(r"--gpu\s+use the GPU", capsys.readouterr().out)
+
+
+# ------------------------------------------------------------------ what the source must hold
+
+
+def test_a_source_with_nothing_to_serve_is_refused(tmp_path, fake_bin):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "requirements.txt").write_text("numpy\n")
+    problem = source_problem(empty)
+    assert problem and "neither MyModel.py" in problem and "ONNX_MODEL" in problem
+    fake_engine(fake_bin, "podman")
+    done = _cli([str(empty), "me/model:1"], cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 2 and "neither MyModel.py" in done.stderr
+    assert not (fake_bin / "podman.argv").exists(), "nothing was built"
+
+
+def test_what_counts_as_something_to_serve(tmp_path):
+    src = tmp_path / "s"
+    src.mkdir()
+    assert source_problem(src, {"ONNX_MODEL": "model.onnx"}).startswith("ONNX_MODEL=model.onnx is not in")
+    (src / "model.onnx").write_bytes(b"onnx")
+    assert source_problem(src, {"ONNX_MODEL": "model.onnx"}) is None
+    assert source_problem(src, {"ONNX_MODEL": "/models/m.onnx"}) is None, "a path inside the image"
+    assert source_problem(src, {"MODEL_NAME": "pkg.module.Model"}) is None, "may come from the requirements"
+    assert "neither Scorer.py" in source_problem(src, {"MODEL_NAME": "Scorer"})
+    (src / "Scorer").mkdir()
+    (src / "Scorer" / "__init__.py").write_text("class Scorer: ...\n")
+    assert source_problem(src, {"MODEL_NAME": "Scorer"}) is None
+    own = make_source(tmp_path, "own", files={".s2i/bin/assemble": "#!/bin/bash\n"})
+    (own / "MyModel.py").unlink()
+    assert source_problem(own) is None, "its own assemble decides"
+
+
+# ------------------------------------------------------------------ labels
+
+
+def test_the_source_label_holds_no_path_of_this_machine(tmp_path):
+    git = shutil.which("git")
+    assert git, "git is needed by this test"
+    plain = make_source(tmp_path, "plain-model")
+    assert source_labels(plain) == {"io.openshift.s2i.build.source-location": "plain-model"}
+    repo = tmp_path / "repo"
+    src = make_source(repo, "models/iris") if (repo / "models").mkdir(parents=True) is None else None
+    run = lambda *a: subprocess.run([git, "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    run("init", "-q", "-b", "main")
+    run("remote", "add", "origin", "https://someone:s3cret@git.example.com/team/models.git")
+    run("add", ".")
+    run("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "m")
+    labels = source_labels(src)
+    assert labels["io.openshift.s2i.build.source-location"] == "https://git.example.com/team/models.git"
+    assert labels["io.openshift.s2i.build.source-context-dir"] == "models/iris"
+    assert re.fullmatch(r"[0-9a-f]{40}", labels["io.openshift.s2i.build.commit.id"])
+    assert labels["io.openshift.s2i.build.commit.ref"] == "main"
+    run("remote", "set-url", "origin", str(tmp_path / "elsewhere"))
+    assert source_labels(src)["io.openshift.s2i.build.source-location"] == "iris", "a local remote is a path too"
+    text = write_build_context(src, tmp_path / "out", "b:1", "img:1", {}).read_text()
+    assert str(tmp_path) not in text and "s3cret" not in text
+
+
+# ------------------------------------------------------------------ engine options
+
+
+def test_engine_options_reach_each_engine():
+    options = EngineOptions(pull="never", network="host", build_args=("PIP_INDEX_URL=http://mirror/simple",),
+                            isolation="chroot", storage_driver="vfs", storage_opts=("vfs.ignore_chown_errors=true",),
+                            root="/var/tmp/store", runroot="/run/store", extra=("--volume=/x:/x:ro",))
+    podman = engine_command(Engine("podman", "/usr/bin/podman", True, ""), Path("/ctx"), "img:1", options)
+    assert podman == ["/usr/bin/podman", "--root", "/var/tmp/store", "--runroot", "/run/store", "--storage-driver",
+                      "vfs", "--storage-opt", "vfs.ignore_chown_errors=true", "build", "-t", "img:1", "-f",
+                      "/ctx/Dockerfile", "--pull=never", "--network", "host", "--isolation", "chroot",
+                      "--build-arg", "PIP_INDEX_URL=http://mirror/simple", "--volume=/x:/x:ro", "/ctx"]
+    buildah = engine_command(Engine("buildah", "/usr/bin/buildah", True, ""), Path("/ctx"), "img:1", options)
+    assert buildah[buildah.index("bud") - 2:buildah.index("bud")] == ["--storage-opt", "vfs.ignore_chown_errors=true"]
+    docker = engine_command(Engine("docker", "docker", True, ""), Path("/ctx"), "img:1",
+                            EngineOptions(pull="always", network="host"))
+    assert docker == ["docker", "build", "-t", "img:1", "-f", "/ctx/Dockerfile", "--pull", "--network", "host", "/ctx"]
+    assert "--pull" not in engine_command(Engine("docker", "docker", True, ""), Path("/c"), "i", EngineOptions(pull="never"))
+    s2i = s2i_command("s2i", Path("/src"), "b:1", "img:1", {}, options=EngineOptions(pull="missing", network="host"))
+    assert s2i[-4:] == ["--pull-policy", "if-not-present", "--network", "host"]
+    assert options.unsupported("podman") == [] and options.unsupported("buildah") == []
+    assert any("storage" in p for p in options.unsupported("docker"))
+    assert {"storage", "build arguments", "isolation"} <= {w for p in options.unsupported("s2i")
+                                                            for w in ("storage", "build arguments", "isolation") if w in p}
+
+
+def test_build_args_are_declared_so_assemble_sees_them_and_the_image_does_not_keep_them():
+    text = generate_dockerfile("b:1", "i:1", {"MODEL_NAME": "MyModel"}, build_args=["PIP_INDEX_URL", "HTTPS_PROXY"])
+    lines = text.splitlines()
+    assert lines.index("ARG PIP_INDEX_URL") < lines.index("RUN /usr/libexec/s2i/assemble")
+    assert "ARG HTTPS_PROXY" in lines and "PIP_INDEX_URL=" not in text
+
+
+def test_options_an_engine_lacks_are_refused_before_building(tmp_path, fake_bin):
+    fake_engine(fake_bin, "docker")
+    src = make_source(tmp_path)
+    done = _cli([str(src), "me/model:1", "--engine", "docker", "--storage-driver", "vfs"], cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 2 and "docker has no storage options" in done.stderr
+    assert not (fake_bin / "docker.argv").exists()
+
+
+def test_engine_options_are_passed_through_by_the_command(tmp_path, fake_bin):
+    log = fake_engine(fake_bin, "podman")
+    src = make_source(tmp_path)
+    done = _cli([str(src), "me/model:1", "--cpu", "--network", "host", "--pull", "never", "--build-arg", "A=1",
+                 "--root", "/store", "--engine-arg=--volume=/etc/ssl/certs:/etc/ssl/certs:ro"],
+                cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    argv = log.read_text().splitlines()
+    assert argv[:3] == ["--root", "/store", "build"]
+    for expected in (["--network", "host"], ["--build-arg", "A=1"], ["--volume=/etc/ssl/certs:/etc/ssl/certs:ro"]):
+        i = argv.index(expected[0])
+        assert argv[i:i + len(expected)] == expected
+    assert "--pull=never" in argv
+    assert "ARG A" in (fake_bin / "podman.Dockerfile").read_text().splitlines()
+    asked = (fake_bin / "podman.asked").read_text().split()
+    assert asked == [f"fastseldon/s2i-cpu:{__version__}"], "the builder image was looked for first"
+
+
+# ------------------------------------------------------------------ which builder image
+
+
+def test_gpu_builders_in_order_and_the_override():
+    images = [c.image for c in builder_candidates("gpu", {})]
+    assert images == [f"fastseldon/s2i-gpu:{__version__}", f"fastseldon/s2i-gpu-pypi:{__version__}"]
+    assert [c.image for c in builder_candidates("gpu", {"FASTSELDON_S2I_GPU_BUILDER": "q.io/g:1"})] == ["q.io/g:1"]
+    assert [c.image for c in builder_candidates("cpu", {})] == [builder_image("cpu", {})]
+
+
+def test_pick_builder():
+    gpu = builder_candidates("gpu", {})
+    picked, notes = pick_builder(gpu, lambda image: "pypi" in image)
+    assert picked is gpu[1] and "CUDA and cuDNN from PyPI" in notes[0] and gpu[0].image in notes[0]
+    assert pick_builder(gpu, lambda image: True) == (gpu[0], [])
+    missing, lines = pick_builder(gpu, lambda image: False)
+    assert missing is None and gpu[0].image in lines[0] and gpu[1].image in lines[0]
+    assert pick_builder(gpu, lambda image: False, pull="always")[0] is gpu[0], "the engine pulls"
+    custom = [BuilderImage("quay.io/me/builder:3", "given with --builder")]
+    picked, notes = pick_builder(custom, lambda image: False)
+    assert picked is custom[0] and "pull" in notes[0]
+    assert pick_builder(custom, lambda image: False, pull="never")[0] is None
+    assert pick_builder(custom, lambda image: None)[0] is custom[0], "cannot tell: let the engine try"
+
+
+def test_a_missing_builder_stops_the_build_and_says_how_to_make_it(tmp_path, fake_bin):
+    log = fake_engine(fake_bin, "podman", images=set())
+    src = make_source(tmp_path)
+    done = _cli([str(src), "me/model:1", "--gpu"], cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no builder image" in done.stderr and not log.exists()
+    for dockerfile, tag in (("Dockerfile.gpu", f"fastseldon/gpu:{__version__}"),
+                            ("s2i/gpu/Dockerfile", f"fastseldon/s2i-gpu:{__version__}"),
+                            ("s2i/gpu-pypi/Dockerfile", f"fastseldon/s2i-gpu-pypi:{__version__}")):
+        assert f"podman build -f {dockerfile} -t {tag} ." in done.stdout
+    assert f"cd {ROOT} && " in done.stdout
+    assert build_hint(builder_candidates("cpu", {})[0], "buildah").endswith(
+        f"buildah bud -f s2i/cpu/Dockerfile -t fastseldon/s2i-cpu:{__version__} .")
+
+
+def test_gpu_falls_back_to_the_pypi_builder_and_says_so(tmp_path, fake_bin):
+    log = fake_engine(fake_bin, "podman", images={f"fastseldon/s2i-gpu-pypi:{__version__}"})
+    src = make_source(tmp_path, requirements="onnxruntime-gpu==1.26.0\n")
+    done = _cli([str(src), "me/model:gpu"], cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"using fastseldon/s2i-gpu-pypi:{__version__} (the GPU builder with CUDA and cuDNN from PyPI wheels)" in done.stdout
+    assert f"fastseldon/s2i-gpu:{__version__} (the GPU builder on the nvidia/cuda base image) is not here" in done.stdout
+    assert log.exists()
+    assert f"FROM fastseldon/s2i-gpu-pypi:{__version__}" in (fake_bin / "podman.Dockerfile").read_text()
+
+
+# ------------------------------------------------------------------ incremental builds with an engine
+
+
+def _artifacts_tar(path: Path) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("pip/wheels/tiny-0.1-py3-none-any.whl", b"wheel"),):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_incremental_with_podman_feeds_save_artifacts_to_the_build(tmp_path, fake_bin):
+    log = fake_engine(fake_bin, "podman", artifacts_tar=_artifacts_tar(tmp_path / "a.tar"))
+    src = make_source(tmp_path)
+    done = _cli([str(src), "me/model:1", "--cpu", "--incremental"], cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 files from me/model:1's save-artifacts go to /tmp/artifacts" in done.stdout
+    run = (fake_bin / "podman.run").read_text().splitlines()
+    assert run == ["run", "--rm", "--network", "none", "--entrypoint", "/usr/libexec/s2i/save-artifacts", "me/model:1"]
+    assert log.read_text().splitlines()[-1] == "artifacts", "the build context held the saved wheel"
+    assert "COPY --chown=1001:0 upload/artifacts /tmp/artifacts" in (fake_bin / "podman.Dockerfile").read_text()
+
+
+def test_incremental_without_a_previous_image_builds_from_scratch(tmp_path, fake_bin):
+    fake_engine(fake_bin, "podman", images={f"fastseldon/s2i-cpu:{__version__}"})
+    src = make_source(tmp_path)
+    done = _cli([str(src), "me/model:1", "--cpu", "--incremental"], cwd=tmp_path, path=fake_bin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no previous me/model:1 here; building from scratch" in done.stdout
+    assert "upload/artifacts" not in (fake_bin / "podman.Dockerfile").read_text()
+
+
+def test_save_artifacts_commands():
+    buildah = save_artifacts_commands(Engine("buildah", "buildah", True, ""), "img:1", EngineOptions(root="/r"))
+    assert buildah[0][:3] == ["buildah", "--root", "/r"] and buildah[0][-1] == "img:1"
+    assert buildah[1][-3:] == ["{container}", "--", "/usr/libexec/s2i/save-artifacts"]
+    docker = save_artifacts_commands(Engine("docker", "docker", True, ""), "img:1", EngineOptions(root="/r"))
+    assert docker == [["docker", "run", "--rm", "--network", "none", "--entrypoint",
+                       "/usr/libexec/s2i/save-artifacts", "img:1"]], "docker takes no storage options"
