@@ -255,9 +255,6 @@ def _is_numeric(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "iufc"  # np.issubdtype(dtype, np.number), at a tenth of the cost
 
 
-_names_for = reply_names
-
-
 # Seldon's default names (t:0, t:1, ...) are pre-encoded and cached up to this many columns; a
 # wider reply (a [1, 8M] tensor has 8M names) gets them built for it alone, straight into bytes:
 # as Python strings they would cost about 10x the tensor in memory, and seconds.
@@ -333,10 +330,10 @@ def _default_names_block(columns: int) -> bytes:
 
 
 def _json_names(arr: np.ndarray, class_names: list[str] | None) -> Any:
-    """``_names_for`` for JSON replies: the default ``t:<i>`` list goes out pre-encoded."""
+    """``reply_names`` for JSON replies: the default ``t:<i>`` list goes out pre-encoded."""
     if arr.ndim > 1 and class_names is None:
         return _default_names_json(arr.shape[1])
-    return _names_for(arr, class_names)
+    return reply_names(arr, class_names)
 
 
 def _data_kind(reply_kind: str, arr: np.ndarray) -> str:
@@ -388,7 +385,7 @@ def reply_to_json(reply: Reply) -> bytes:
     if kind == "tftensor":
         return codec.dumps(reply_to_json_obj(reply))
     names = _default_names_bytes(arr.shape[1]) if arr.ndim > 1 and reply.names is None else \
-        codec.dumps(_names_for(arr, reply.names))
+        codec.dumps(reply_names(arr, reply.names))
     meta = codec.dumps(reply.meta) if reply.meta else b"{}"
     if kind == "tensor":
         shape = codec.dumps(list(arr.shape))
@@ -412,7 +409,7 @@ def reply_to_proto(reply: Reply) -> Any:
     arr = result_array(payload)
     if arr is not None:
         kind = _data_kind(reply.kind, arr)
-        msg.data.names.extend(_names_for(arr, reply.names))
+        msg.data.names.extend(reply_names(arr, reply.names))
         if kind == "tensor":
             msg.data.tensor.SetInParent()
             msg.data.tensor.shape.extend(arr.shape)
@@ -450,7 +447,7 @@ def reply_to_proto_bytes(reply: Reply) -> bytes:
                 _parse_json_into(head.meta, reply.meta, "meta")
             if arr.ndim > 1 and reply.names is None:
                 return codec.encode_seldon_message(head, arr, _default_names_block(arr.shape[1]))
-            head.data.names.extend(_names_for(arr, reply.names))
+            head.data.names.extend(reply_names(arr, reply.names))
             return codec.encode_seldon_message(head, arr)
     return reply_to_proto(reply).SerializeToString()
 

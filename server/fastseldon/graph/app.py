@@ -23,7 +23,7 @@ from fastseldon import seldon_protocol as sp
 from fastseldon import v2_protocol as v2
 from fastseldon.app import timed_rest
 from fastseldon.codec.datatypes import datatype_for
-from fastseldon.errors import FastSeldonError, NotFound, UpstreamError
+from fastseldon.errors import BadRequest, FastSeldonError, NotFound, UpstreamError
 from fastseldon.graph.executor import GraphExecutor
 from fastseldon.graph.spec import Node, Predictor, SpecError
 from fastseldon.graph.units import GraphUnit, LocalUnit, RemoteGrpcUnit, RemoteRestUnit, as_reply, timeout_from
@@ -202,7 +202,7 @@ class GraphApp:
         """The whole graph over V2: one input tensor in, the graph's result out as ``output-0``."""
         infer = v2.decode_rest_request(request.body, request.headers, self.name, "", self.server.max_body_bytes)
         if len(infer.inputs) != 1:
-            raise v2_one_input(len(infer.inputs))
+            raise BadRequest(f"a graph's V2 infer takes exactly one input tensor, got {len(infer.inputs)}")
         x = infer.inputs[0].data
         out, _ = await self.executor.predict(Message("tensor" if x.dtype.kind in "biuf" else "ndarray", x, []),
                                              _puid(request.headers.get(PUID)))
@@ -255,12 +255,6 @@ class GraphApp:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.flush()
-
-
-def v2_one_input(count: int) -> FastSeldonError:
-    from fastseldon.errors import BadRequest
-
-    return BadRequest(f"a graph's V2 infer takes exactly one input tensor, got {count}")
 
 
 def render_error(exc: FastSeldonError) -> Response:
