@@ -13,6 +13,7 @@ USAGE = """usage: fastseldon <command> [options]
 commands:
   serve INTERFACE_NAME [options]   serve a Seldon user model class (see `fastseldon serve --help`)
   graph [SPEC] [options]           serve a SeldonDeployment's inference graph (see `fastseldon graph --help`)
+  k8s SDEP.yaml [options]          Kubernetes manifests for a SeldonDeployment, no operator (see `fastseldon k8s --help`)
   build SRC IMAGE [--gpu|--cpu]    build a serving image with the CPU or GPU s2i builder
   info                             version and which codec implementation is active
 """
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from fastseldon.graph.cli import main as graph_main
 
         return graph_main(rest)
+    if command == "k8s":
+        from fastseldon.graph.k8s import main as k8s_main
+
+        return k8s_main(rest)
     if command == "info":
         return info()
     if command == "build":

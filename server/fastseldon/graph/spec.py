@@ -139,7 +139,7 @@ def from_document(doc: dict[str, Any], predictor: str | None = None) -> Predicto
     return _predictor(chosen, name, annotations, str(spec.get("transport") or "rest").lower())
 
 
-def from_engine_predictor(encoded: str, deployment: str = "") -> Predictor:
+def from_engine_predictor(encoded: str, deployment: str = "", transport: str = "rest") -> Predictor:
     """Seldon's operator passes its executor the defaulted PredictorSpec as base64 JSON."""
     try:
         doc = json.loads(base64.b64decode(encoded, validate=False))
@@ -147,7 +147,7 @@ def from_engine_predictor(encoded: str, deployment: str = "") -> Predictor:
         raise SpecError(f"ENGINE_PREDICTOR is not base64 JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise SpecError("ENGINE_PREDICTOR must hold one PredictorSpec object")
-    return _predictor(doc, deployment, _str_map(doc.get("annotations")), "rest")
+    return _predictor(doc, deployment, _str_map(doc.get("annotations")), transport)
 
 
 def _str_map(value: Any) -> dict[str, str]:
