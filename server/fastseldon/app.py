@@ -47,20 +47,23 @@ def timed_rest(metrics: Metrics, router: Router, label: str, fn: RestHandler) ->
 class App:
     """Everything one worker serves. Built after fork, inside the worker's event loop."""
 
-    def __init__(self, server: ServerSettings, unit: UnitSettings, model: UserModel, loop: asyncio.AbstractEventLoop):
+    def __init__(self, server: ServerSettings, unit: UnitSettings, model: UserModel, loop: asyncio.AbstractEventLoop,
+                 *, service: SeldonService | None = None, runner: HookRunner | None = None):
+        """``service`` and ``runner``: a unit someone else already runs (a graph's in-process node),
+        given routes of its own; its metrics and thread pool stay that owner's."""
         self.server = server
         self.unit = unit
         self.model = model
         self.loop = loop
-        self.metrics = Metrics(unit)
-        self.service = SeldonService(model, unit, self.metrics)
+        self.metrics = service.metrics if service is not None else Metrics(unit)
+        self.service = service or SeldonService(model, unit, self.metrics)
         self.executor = ThreadPoolExecutor(max_workers=max(4, server.grpc_threads), thread_name_prefix="hook")
-        self.runner = HookRunner.for_unit(loop, self.executor, server.inline_hook_seconds, unit, model)
+        self.runner = runner or HookRunner.for_unit(loop, self.executor, server.inline_hook_seconds, unit, model)
         self.router = Router()
         self.grpc_methods: dict[str, Any] = {}
         self.flush_hooks: list[Callable[[], None]] = []  # run with every metrics flush (V2 statistics files)
         seldon_routes.register(self)
-        v2_routes.register(self)  # V2 routes beside Seldon's, on the same ports
+        self.v2 = v2_routes.register(self)  # V2 routes beside Seldon's, on the same ports
 
     def timed_rest(self, label: str, fn: RestHandler) -> RestHandler:
         return timed_rest(self.metrics, self.router, label, fn)
@@ -93,17 +96,24 @@ class App:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.flush()
 
+    def release(self) -> None:
+        """An unloaded model's app: calls already running on its threads finish, then the threads go."""
+        self.executor.shutdown(wait=False)
+        self.flush()
 
-async def load_unit_app(server: ServerSettings, unit: UnitSettings, loop: asyncio.AbstractEventLoop) -> App:
+
+async def load_unit_app(server: ServerSettings, unit: UnitSettings, loop: asyncio.AbstractEventLoop,
+                        source_dir: str | None = None) -> App:
     """Import, construct and ``load()`` the unit's class, then build the worker's App around it.
 
     Importing, the constructor and a sync ``load()`` run on a thread (with the worker's loop as
     its current loop), so the start-up router keeps answering /health/ping meanwhile; an
-    ``async def load`` is awaited on the loop.
+    ``async def load`` is awaited on the loop. ``source_dir``: the folder the class is imported
+    from (a repository's model folder), ahead of any same-named module loaded from elsewhere.
     """
     def construct_here() -> Any:
         asyncio.set_event_loop(loop)  # for user code that asks for "the" loop while it is built
-        return construct(unit.interface_name, parse_parameters(unit.parameters))
+        return construct(unit.interface_name, parse_parameters(unit.parameters), source_dir)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as loader:
         obj = await loop.run_in_executor(loader, construct_here)

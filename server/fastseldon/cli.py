@@ -5,6 +5,7 @@ import importlib.util
 import logging
 import os
 import sys
+from typing import Any
 
 from fastseldon import __version__
 
@@ -63,6 +64,8 @@ def serve(argv: list[str], prog: str = "fastseldon serve") -> int:
     if unknown:
         return _fail(f"unknown arguments {unknown} (note: like seldon-core-microservice since 1.5.0, "
                      "the API type is not a positional argument; use --api-type)")
+    if args.repository:
+        return _serve_repository(args, prog)
     try:
         server, unit = settings_mod.from_args(args)
         parse_parameters(unit.parameters)
@@ -84,6 +87,33 @@ def serve(argv: list[str], prog: str = "fastseldon serve") -> int:
     from fastseldon.workers import serve as run
 
     return run(server, partial(load_unit_app, server, unit), f"{unit.model_name} ({unit.service_type})")
+
+
+def _serve_repository(args: Any, prog: str) -> int:
+    """``--repository DIR``: every model in DIR, side by side, by name (registry.py)."""
+    from dataclasses import replace
+    from functools import partial
+    from pathlib import Path
+
+    from fastseldon import settings as settings_mod
+    from fastseldon.registry import Repository, load_repository_app
+
+    if args.interface_name or args.onnx or args.model_name:
+        return _fail("--repository serves the models in its folder, each named after its folder: give no interface "
+                     "name, --onnx or --model-name with it")
+    args.interface_name = "repository"  # the server-wide unit settings every model starts from
+    try:
+        server, base = settings_mod.from_args(args)
+        repository = Repository(Path(args.repository).resolve(), replace(base, parameters="[]"),
+                                args.device or os.environ.get("DEVICE", "auto"))
+        names = [entry.name for entry in repository.scan()]
+    except ValueError as exc:
+        return _fail(str(exc))
+    from fastseldon.logs import setup
+    from fastseldon.workers import serve as run
+
+    setup(server.log_level, server.log_format)
+    return run(server, partial(load_repository_app, server, repository), f"repository {args.repository} ({', '.join(names)})")
 
 
 def info() -> int:

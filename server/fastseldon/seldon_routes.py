@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from fastseldon import codec, openapi
 from fastseldon import seldon_protocol as sp
-from fastseldon.errors import FastSeldonError, NotSupported
-from fastseldon.http import JSON, TEXT, Request, Response
+from fastseldon.errors import BadRequest, FastSeldonError, NotSupported
+from fastseldon.http import JSON, TEXT, Request, Response, Router
 from fastseldon.types import Message
 
 if TYPE_CHECKING:
     from fastseldon.app import App, GrpcHandler
+    from fastseldon.registry import ModelRegistry
 
 # REST paths -> service endpoint (the first path is the metrics label)
 REST_UNIT_ROUTES: dict[tuple[str, ...], str] = {
@@ -164,6 +165,61 @@ class SeldonEndpoints:
 
     def grpc_graph_metadata(self, body: bytes) -> bytes:
         raise NotSupported("GraphMetadata not available on the Model level.")
+
+
+MODEL_HEADER = b"seldon-model"
+MODEL_PREFIX = "/models/"
+# the Seldon REST paths a server of several models answers for the model a request names
+REST_MODEL_PATHS = (*(p for paths in REST_UNIT_ROUTES for p in paths), "/aggregate", "/api/v1.0/feedback", "/api/v0.1/feedback",
+                    "/send-feedback", "/health/status", "/api/v1.0/health/status", "/metadata", "/api/v1.0/metadata")
+
+
+class SeldonModels:
+    """Seldon's REST routes in a server of several models (``--repository``): a request names its
+    model with a ``Seldon-Model`` header (Seldon Core 2's) on the usual path, or with a
+    ``/models/{name}`` prefix before it; that model's own handlers answer. Seldon's gRPC services
+    have no field for a model name, so they answer UNIMPLEMENTED saying what to use instead."""
+
+    def __init__(self, registry: ModelRegistry, router: Router, grpc_methods: dict[str, Any]):
+        self.registry = registry
+        self.router = router
+        self.grpc_methods = grpc_methods
+
+    def register(self) -> None:
+        self.router.add(("GET", "POST"), REST_MODEL_PATHS, self.by_header)
+        self.router.add(("GET",), ("/health/ping",), self.rest_ping)
+        self.router.add_matcher(self.by_prefix)
+        refused = NotSupported("this server serves several models (--repository) and Seldon's gRPC messages cannot name "
+                               "one: use V2 gRPC (inference.GRPCInferenceService, by model_name), or Seldon REST with a "
+                               "Seldon-Model header or a /models/{name}/ path prefix")
+
+        def refuse(body: bytes) -> bytes:
+            raise refused
+
+        for method in (*GRPC_UNIT_METHODS, *GRPC_FEEDBACK, *GRPC_AGGREGATE, *GRPC_METADATA, GRPC_GRAPH_METADATA):
+            self.grpc_methods[method] = refuse
+
+    async def rest_ping(self, request: Request) -> Response:
+        return Response(200, b"pong", TEXT)
+
+    async def by_header(self, request: Request) -> Response:
+        try:
+            name = request.headers.get(MODEL_HEADER)
+            if not name:
+                raise BadRequest(f"this server serves several models: name one with a Seldon-Model header or a "
+                                 f"/models/{{name}}{request.path} path; models: {sorted(self.registry.entries)}")
+            handler = self.registry.get(name.decode("utf-8", "replace")).router.resolve(request.method, request.path)
+        except FastSeldonError as exc:
+            return self.router.render_error(request.path, exc)
+        return await handler(request)
+
+    def by_prefix(self, method: str, path: str) -> Callable[[Request], Any] | None:
+        if not path.startswith(MODEL_PREFIX):
+            return None
+        name, _, rest = path[len(MODEL_PREFIX):].partition("/")
+        if not name or ("/" + rest) not in (*REST_MODEL_PATHS, "/health/ping"):
+            return None
+        return self.registry.get(name).router.resolve(method, "/" + rest)
 
 
 def register(app: App) -> SeldonEndpoints:

@@ -187,6 +187,8 @@ def build_parser(prog: str = "fastseldon serve") -> argparse.ArgumentParser:
                    "(env MAX_BATCHES_IN_FLIGHT, default 1)")
     p.add_argument("--max-batch-queue", type=int, help="adaptive batching: requests waiting per worker before 503 (env MAX_BATCH_QUEUE)")
     p.add_argument("--onnx", metavar="PATH", help="serve an ONNX model file with no user code")
+    p.add_argument("--repository", metavar="DIR", help="serve every model in DIR side by side, by name: one folder per model "
+                   "(a MyModel.py with its .s2i/environment, or an .onnx file), or NAME.onnx files")
     p.add_argument("--device", type=_device, help="ONNX device: auto, cpu, cuda or cuda:N (env DEVICE, default auto)")
     # Accepted so seldon-core-microservice command lines keep working; gunicorn/Flask knobs mean nothing here.
     for legacy in ("--threads", "--single-threaded", "--tracing"):
@@ -325,6 +327,34 @@ def _server_from(args: argparse.Namespace, env: Mapping[str, str], unit: UnitSet
         if getattr(server, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     return server
+
+
+# a unit's own environment (a graph node's container env, a repository model's .s2i/environment)
+# -> UnitSettings field: the s2i names
+UNIT_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "SERVICE_TYPE": ("service_type", str.upper),
+    "MAX_BATCH_SIZE": ("max_batch_size", int),
+    "MAX_BATCH_TIME_MS": ("max_batch_time_ms", float),
+    "MAX_BATCHES_IN_FLIGHT": ("max_batches_in_flight", int),
+    "MAX_BATCH_QUEUE": ("max_batch_queue", int),
+    "PAYLOAD_PASSTHROUGH": ("payload_passthrough", lambda v: v.strip().lower() in ("1", "true", "t")),
+    "INCLUDE_METRICS_IN_CLIENT_RESPONSE": ("include_metrics_in_response", lambda v: v.lower() == "true"),
+    "MODEL_METADATA": ("model_metadata", str),
+}
+
+
+def unit_env_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """UnitSettings fields from a unit's own environment (ValueError naming the variable on a bad value)."""
+    fields: dict[str, Any] = {}
+    for key, (name, cast) in UNIT_ENV.items():
+        if env.get(key):
+            try:
+                fields[name] = cast(env[key])
+            except ValueError:
+                raise ValueError(f"{key} has a bad value {env[key]!r}") from None
+    if fields.get("max_batch_size", 0) > 1 and "max_batch_time_ms" not in fields:
+        fields["max_batch_time_ms"] = 5.0
+    return fields
 
 
 def _source(env: Mapping[str, str], names: tuple[str, ...]) -> str:

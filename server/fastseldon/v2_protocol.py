@@ -388,3 +388,43 @@ def model_metadata(metadata: dict[str, Any], model_name: str) -> dict[str, Any]:
 def error_body(exc: FastSeldonError) -> bytes:
     """V2's error body (what tritonclient and KServe's client read)."""
     return codec.dumps({"error": str(exc)})
+
+
+def _varint(body: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(body) or shift > 63:
+            raise BadRequest("malformed V2 gRPC request: a truncated varint")
+        byte = body[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def grpc_model_name(body: bytes) -> str:
+    """Field 1 of a serialized V2 request — ``model_name`` of ModelInferRequest, ``name`` of
+    ModelReady/ModelMetadata/ModelStatisticsRequest — found by stepping over the other top-level
+    fields, so a server of several models picks the model without parsing the tensors twice."""
+    at, end, name = 0, len(body), b""
+    while at < end:
+        key, at = _varint(body, at)
+        wire = key & 7
+        if wire == 0:
+            _, at = _varint(body, at)
+        elif wire == 2:
+            length, at = _varint(body, at)
+            if key >> 3 == 1:
+                name = body[at:at + length]  # a field given twice: the last one counts, as protobuf reads it
+            at += length
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:
+            raise BadRequest(f"malformed V2 gRPC request: wire type {wire}")
+    if at > end:
+        raise BadRequest("malformed V2 gRPC request: a field runs past the end of the message")
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("malformed V2 gRPC request: the model name is not UTF-8") from None

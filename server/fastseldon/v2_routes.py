@@ -6,6 +6,7 @@ runner, and encode the reply; errors on ``/v2`` paths are rendered as V2's ``{"e
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,14 +16,15 @@ from google.protobuf import json_format
 from fastseldon import __version__, codec
 from fastseldon import grpc as grpc_front
 from fastseldon import v2_protocol as v2
-from fastseldon.errors import BadMetadata, FastSeldonError, MethodNotAllowed, NotFound, NotSupported
-from fastseldon.http import JSON, Request, Response
+from fastseldon.errors import BadMetadata, BadRequest, FastSeldonError, MethodNotAllowed, NotFound, NotSupported
+from fastseldon.http import JSON, Request, Response, Router
 from fastseldon.proto import grpc_service_pb2 as pb
 from fastseldon.proto import parse as parse_proto
 from fastseldon.v2_stats import InferStats
 
 if TYPE_CHECKING:
     from fastseldon.app import App
+    from fastseldon.registry import ModelRegistry
 
 SERVER_NAME = "fastseldon"
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
@@ -319,6 +321,162 @@ class V2Endpoints:
                 yield reply
 
         return grpc_front.stream_method(behaviour)
+
+
+class V2Models:
+    """The V2 routes of a server holding several units by name (a repository, a graph's in-process
+    units): each request's model is looked up in the registry per request and answered by that
+    unit's own V2 handlers (the V2Endpoints of its App). With ``repository``, the model repository
+    extension loads and unloads models for real."""
+
+    def __init__(self, registry: ModelRegistry, router: Router, grpc_methods: dict[str, Any],
+                 timed: Callable[[str, Any], Any], loop: asyncio.AbstractEventLoop):
+        self.registry = registry
+        self.router = router
+        self.grpc_methods = grpc_methods
+        self.timed = timed
+        self.loop = loop
+        self.repository = False
+
+    # -- REST
+
+    def add_server_routes(self) -> None:
+        live, ready = codec.dumps({"live": True}), codec.dumps({"ready": True})
+        server_meta = codec.dumps({"name": SERVER_NAME, "version": __version__, "extensions": list(v2.EXTENSIONS)})
+
+        async def rest_live(request: Request) -> Response:
+            return Response(200, live, JSON)
+
+        async def rest_ready(request: Request) -> Response:
+            return Response(200, ready, JSON)
+
+        async def rest_server_metadata(request: Request) -> Response:
+            return Response(200, server_meta, JSON)
+
+        self.router.add(("GET",), ("/v2", "/v2/"), rest_server_metadata)
+        self.router.add(("GET",), ("/v2/health/live",), rest_live)
+        self.router.add(("GET",), ("/v2/health/ready",), rest_ready)
+
+    def add_model_routes(self, repository: bool = False) -> None:
+        self.repository = repository
+        if repository:
+            self.router.add(("GET", "POST"), ("/v2/repository/index",), self.timed("/v2/repository/index", self.rest_index))
+            self.router.add(("GET",), ("/v2/models/stats",), self.timed("/v2/models/stats", self.rest_stats))
+        self._load = self.timed("/v2/repository/models", self.rest_repository)
+        self.router.add_matcher(self.match)
+
+    def match(self, method: str, path: str) -> Callable[[Request], Any] | None:
+        """/v2/models/{name}/...: that model's own route; /v2/repository/models/{name}/load|unload."""
+        if path.startswith("/v2/models/"):
+            name = path[len("/v2/models/"):].split("/", 1)[0]
+            if not name:
+                return None
+            return self.registry.get(name).router.resolve(method, path)
+        if not self.repository:
+            return None
+        for prefix, extension in UNSUPPORTED_REST.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                raise unsupported(extension, f"{method} {path}")
+        if path.startswith("/v2/repository/"):
+            parts = path[len("/v2/repository/models/"):].split("/") if path.startswith("/v2/repository/models/") else []
+            if len(parts) == 2 and parts[0] and parts[1] in ("load", "unload"):
+                if method != "POST":
+                    raise MethodNotAllowed(f"Method {method} not allowed for {path}; use POST")
+                return self._load
+            raise unsupported("model repository", f"{method} {path}; this server has /v2/repository/index and "
+                              "/v2/repository/models/{name}/load|unload")
+        return None
+
+    async def rest_index(self, request: Request) -> Response:
+        ready_only = False
+        if request.body.strip():
+            try:
+                doc = codec.loads(request.body)
+            except ValueError:
+                raise BadRequest("the repository index request body is not JSON") from None
+            if not isinstance(doc, dict):
+                raise BadRequest("the repository index request body must be a JSON object")
+            ready_only = doc.get("ready") is True
+        return Response(200, codec.dumps(self.registry.index(ready_only)), JSON)
+
+    async def rest_stats(self, request: Request) -> Response:
+        return Response(200, codec.dumps({"model_stats": [app.v2.stats.statistics() for app in self.registry.loaded()]}), JSON)
+
+    async def rest_repository(self, request: Request) -> Response:
+        name, action = request.path[len("/v2/repository/models/"):].split("/")
+        await (self.registry.load(name) if action == "load" else self.registry.unload(name))
+        return Response(200, b"{}", JSON)
+
+    # -- gRPC (on gRPC threads; loads and unloads run on the loop)
+
+    def add_grpc(self, repository: bool = False) -> None:
+        methods = self.grpc_methods
+        live = pb.ServerLiveResponse(live=True).SerializeToString()
+        ready = pb.ServerReadyResponse(ready=True).SerializeToString()
+        server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=v2.EXTENSIONS).SerializeToString()
+        methods[GRPC_SERVICE + "ServerLive"] = lambda body: live
+        methods[GRPC_SERVICE + "ServerReady"] = lambda body: ready
+        methods[GRPC_SERVICE + "ServerMetadata"] = lambda body: server_meta
+        for method in ("ModelMetadata", "ModelInfer"):
+            methods[GRPC_SERVICE + method] = self._dispatch(GRPC_SERVICE + method)
+        methods[GRPC_SERVICE + "ModelReady"] = self.grpc_model_ready
+        methods[GRPC_SERVICE + "ModelStreamInfer"] = grpc_front.stream_method(self._stream)
+        if not repository:
+            return
+        methods[GRPC_SERVICE + "ModelStatistics"] = self.grpc_stats
+        methods[GRPC_SERVICE + "RepositoryIndex"] = self.grpc_index
+        methods[GRPC_SERVICE + "RepositoryModelLoad"] = self.grpc_load
+        methods[GRPC_SERVICE + "RepositoryModelUnload"] = self.grpc_unload
+        for method, extension in UNSUPPORTED_GRPC.items():
+            methods[GRPC_SERVICE + method] = V2Endpoints._unsupported_grpc(method, extension)
+
+    def _dispatch(self, method: str) -> Callable[[bytes], bytes]:
+        registry = self.registry
+
+        def handle(body: bytes) -> bytes:
+            return registry.get(v2.grpc_model_name(body)).grpc_methods[method](body)
+
+        return handle
+
+    def grpc_model_ready(self, body: bytes) -> bytes:
+        name = v2.grpc_model_name(body)
+        if self.registry.known(name) and not self.registry.loaded_name(name):
+            return pb.ModelReadyResponse(ready=False).SerializeToString()  # unloaded: not ready, as Triton answers
+        return self.registry.get(name).grpc_methods[GRPC_SERVICE + "ModelReady"](body)
+
+    def _stream(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        """ModelStreamInfer: each request goes to its own model; errors in error_message (the stream goes on)."""
+        infer = self._dispatch(GRPC_SERVICE + "ModelInfer")
+        for body in requests:
+            try:
+                reply = v2.stream_reply(infer(body))
+            except FastSeldonError as exc:
+                reply = pb.ModelStreamInferResponse(error_message=str(exc)).SerializeToString()
+            except Exception as exc:  # noqa: BLE001 - one bad message must not end the stream
+                reply = pb.ModelStreamInferResponse(error_message=str(exc) or type(exc).__name__).SerializeToString()
+            yield reply
+
+    def grpc_stats(self, body: bytes) -> bytes:
+        req = parse_proto(pb.ModelStatisticsRequest, body)
+        if req.name:
+            return self.registry.get(req.name).grpc_methods[GRPC_SERVICE + "ModelStatistics"](body)
+        stats = [app.v2.stats.statistics() for app in self.registry.loaded()]
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse()).SerializeToString()
+
+    def grpc_index(self, body: bytes) -> bytes:
+        req = parse_proto(pb.RepositoryIndexRequest, body)
+        return pb.RepositoryIndexResponse(models=self.registry.index(req.ready)).SerializeToString()
+
+    def _on_loop(self, coro: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def grpc_load(self, body: bytes) -> bytes:
+        self._on_loop(self.registry.load(parse_proto(pb.RepositoryModelLoadRequest, body).model_name))
+        return b""
+
+    def grpc_unload(self, body: bytes) -> bytes:
+        self._on_loop(self.registry.unload(parse_proto(pb.RepositoryModelUnloadRequest, body).model_name))
+        return b""
 
 
 def register(app: App) -> V2Endpoints:

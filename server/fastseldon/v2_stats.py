@@ -20,16 +20,18 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 STAGES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
 
 
-def _directory() -> Path | None:
-    """Where the workers of this server leave their totals (None: no supervisor, this process only)."""
+def _directory(model_name: str) -> Path | None:
+    """Where the workers of this server leave their totals for one model (None: no supervisor, this
+    process only). One folder per model: a repository's models each count their own."""
     base = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not base:
         return None
-    return Path(base) / f"v2-stats-{os.getppid()}"
+    return Path(base) / f"v2-stats-{os.getppid()}" / quote(model_name, safe="")
 
 
 class InferStats:
@@ -41,7 +43,7 @@ class InferStats:
         self._lock = threading.Lock()
         self._totals: dict[str, int] = {f"{stage}_{part}": 0 for stage in STAGES for part in ("count", "ns")}
         self._totals["last_inference"] = 0
-        self._dir = _directory()
+        self._dir = _directory(model_name)
         self._path = self._dir / f"{os.getpid()}.json" if self._dir is not None else None
         self._written = -1
 
