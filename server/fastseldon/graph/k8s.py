@@ -512,12 +512,14 @@ def render_per_component(p: _Predictor, ports: _Ports, image: str) -> list[dict[
         containers = _containers(component)
         if not containers:
             continue
+        for container in containers:
+            _check_name("container", str(container.get("name") or ""))
         name = _check_name("Deployment", deployment_name(p.sdep, p.name, index, component))
         pod = component.setdefault("spec", {})
         local = index == 0 and not p.separate and not p.no_engine
         extra: dict[str, str] = {}
         for container in containers:
-            cname = _check_name("container", str(container.get("name") or ""))
+            cname = str(container["name"])
             http, grpc = ports.of(cname)
             if cname not in p.nodes:
                 continue  # a sidecar: kept as given
