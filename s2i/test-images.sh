@@ -21,7 +21,11 @@
 #   4. each app image as a container, as uid 1001 and as an arbitrary uid in group 0: Seldon
 #      REST and gRPC, V2 REST and gRPC, metrics (tests/images/probe.py), `usage`, the source
 #      label holds no path of this machine, SIGTERM (podman stop) ends it with status 0
-#   5. the image sizes and the minutes each step took
+#   5. Kubernetes: the executor image (s2i/executor/Dockerfile, `fastseldon graph` as its
+#      entrypoint, on the CPU builder) and an app image holding a graph's units; `fastseldon k8s`
+#      manifests of that graph, per-component and one-pod, played with `podman kube play`,
+#      answering Seldon REST/gRPC and V2 as `fastseldon graph` does (tests/images/k8s_play.py)
+#   6. the image sizes and the minutes each step took
 #
 # Podman runs with a containers.conf written here (runc, cgroupfs, default ulimits nofile
 # 20000 and nproc 32768, which this kind of sandbox allows) unless CONTAINERS_CONF is set;
@@ -49,6 +53,7 @@ fi
 VERSION=$("$PYTHON" -c 'import fastseldon; print(fastseldon.__version__)')
 BASE=docker.io/library/python:3.11-slim-bookworm
 CPU=fastseldon/s2i-cpu:$VERSION
+EXECUTOR=localhost/fastseldon/executor:$VERSION
 GPU=fastseldon/s2i-gpu-pypi:$VERSION
 APP=localhost/fastseldon-test
 
@@ -57,7 +62,7 @@ containers=()
 index_pid=
 remove_apps() {
     local app
-    for app in identity onnx reqs; do "$PODMAN" rmi -f "$APP/$app:$VERSION" >/dev/null 2>&1 || true; done
+    for app in identity onnx reqs k8s; do "$PODMAN" rmi -f "$APP/$app:$VERSION" >/dev/null 2>&1 || true; done
 }
 cleanup() {
     local status=$?
@@ -259,9 +264,20 @@ for case in identity onnx reqs; do
 done
 step_done
 
-# ---------------------------------------------------------------- 5. sizes and minutes
+# ---------------------------------------------------------------- 5. Kubernetes manifests, played
+step "fastseldon k8s: the executor image, a graph's units, podman kube play"
+before=$(image_id "$EXECUTOR")
+"$PODMAN" build --network host -f s2i/executor/Dockerfile --build-arg BUILDER_IMAGE="$CPU" -t "$EXECUTOR" .
+retire "$EXECUTOR" "$before"
+"$PYTHON" tests/images/k8s_play.py source "$WORK/sources/k8s"
+build k8s "$WORK/sources/k8s" "$APP/k8s:$VERSION" --cpu
+"$PYTHON" tests/images/k8s_play.py play --units-image "$APP/k8s:$VERSION" --executor-image "$EXECUTOR" \
+    --work "$WORK/k8s" || die "fastseldon k8s manifests under podman kube play"
+step_done
+
+# ---------------------------------------------------------------- 6. sizes and minutes
 say "image sizes"
-for image in "$BASE" "$CPU" "$GPU" "$APP/identity:$VERSION" "$APP/onnx:$VERSION" "$APP/reqs:$VERSION"; do
+for image in "$BASE" "$CPU" "$GPU" "$EXECUTOR" "$APP/identity:$VERSION" "$APP/onnx:$VERSION" "$APP/reqs:$VERSION" "$APP/k8s:$VERSION"; do
     printf '  %-56s %s\n' "$image" "$("$PODMAN" image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')"
 done
 store=$("$PODMAN" info --format '{{.Store.GraphRoot}}')

@@ -452,3 +452,20 @@ def test_command_line_writes_yaml_and_refuses_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("fastseldon k8s: error: ") and err.count("\n") == 1
     assert main(["k8s", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_no_engine_points_the_predictor_service_at_the_single_unit():
+    doc = sdep(unit("m"))
+    doc["spec"]["predictors"][0]["annotations"] = {"seldon.io/no-engine": "true"}
+    objs = k8s.render(doc)
+    validate_all(objs)
+    [deploy] = by_kind(objs, "Deployment").values()
+    assert list(containers_of(deploy)) == ["m"]  # no executor
+    [svc] = by_kind(objs, "Service").values()
+    assert svc["metadata"]["name"] == "demo-main"
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 9000), ("grpc", 9500)]
+    assert svc["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    doc = sdep(unit("t", "TRANSFORMER", (unit("m"),)))
+    doc["spec"]["predictors"][0]["annotations"] = {"seldon.io/no-engine": "true"}
+    with pytest.raises(SpecError, match="one node"):
+        k8s.render(doc)
