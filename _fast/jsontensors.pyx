@@ -18,6 +18,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.float cimport PyFloat_FromDouble
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.mem cimport PyMem_Malloc
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, INT64_MIN
 from libc.math cimport isinf
@@ -73,6 +74,10 @@ cdef extern from "json_dom.h" namespace "fsj":
     element first(const array &) noexcept nogil
     int parse(parser &, const char *, size_t, element *) noexcept nogil
     const char *implementation_name() noexcept nogil
+
+
+cdef extern from "shortest.h" namespace "fss":
+    double shortest_f16(uint16_t) noexcept nogil
 
 
 cdef enum:
@@ -628,6 +633,50 @@ def parse_v2_json(body):
     """V2 inference request with each ``inputs[i].data`` decoded to its declared datatype and
     shape, or None when the reference codec must decide."""
     return _decode(body, 1)
+
+
+# ------------------------------------------------------------------ reply values
+
+
+cdef float *_f16_table = NULL  # the 65536 halves' shortest decimals as float32, built on first use
+
+
+cdef float *_half_table() except NULL:
+    global _f16_table
+    cdef uint32_t bits
+    cdef float *table
+    if _f16_table == NULL:
+        table = <float *>PyMem_Malloc(65536 * sizeof(float))
+        if table == NULL:
+            raise MemoryError()
+        for bits in range(65536):
+            table[bits] = <float>shortest_f16(<uint16_t>bits)
+        _f16_table = table
+    return _f16_table
+
+
+def half_shortest_float32(values):
+    """A float16 array (any shape, layout or byte order) as a flat float32 array of the
+    float32 nearest to each half's shortest round-trip decimal, whose own shortest text is the
+    half's (float16(0.1), 0.0999755859375, becomes float32(0.1)); NaN and infinities stay.
+    TypeError for anything else."""
+    cdef cnp.ndarray src, out
+    cdef cnp.npy_intp n, i
+    cdef float *dst
+    cdef const uint16_t *bits
+    cdef const float *table
+    if not isinstance(values, np.ndarray) or values.dtype.kind != "f" or values.dtype.itemsize != 2:
+        raise TypeError("half_shortest_float32 takes a float16 array")
+    src = np.ascontiguousarray(values.reshape(-1), dtype=values.dtype.newbyteorder("="))
+    n = cnp.PyArray_SIZE(src)
+    out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_FLOAT32, 0)
+    dst = <float *>cnp.PyArray_DATA(out)
+    table = _half_table()
+    bits = <const uint16_t *>cnp.PyArray_DATA(src)
+    with nogil:
+        for i in range(n):
+            dst[i] = table[bits[i]]
+    return out
 
 
 def simd_implementation():

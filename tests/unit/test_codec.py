@@ -406,10 +406,111 @@ def test_dumps_odd_arrays(impl):
 
 
 def test_v2_json_data(impl):
-    assert impl.dumps(impl.v2_json_data(np.float32([[0.1, 2]]))) == b"[0.10000000149011612,2.0]"
+    assert impl.dumps(impl.v2_json_data(np.float32([[0.1, 2]]))) == b"[0.1,2.0]"
+    assert impl.dumps(impl.v2_json_data(np.float16([0.1, 65504, -0.0, 6e-8]))) == b"[0.1,65500.0,-0.0,6e-8]"
+    assert impl.dumps(impl.v2_json_data(np.float64([0.1, 2]))) == b"[0.1,2.0]"
     assert impl.v2_json_data(np.array([b"ab", "c"], dtype=object)) == ["ab", "c"]
     with pytest.raises(CodecError):
         impl.v2_json_data(np.array([b"\xff"], dtype=object))
+
+
+# --------------------------------------------------------------------------- V2 FP32/FP16 reply text
+
+
+def _tokens(out: bytes) -> list[bytes]:
+    """The number tokens of the ``data`` array in ``out``."""
+    start = out.index(b'"data":[') + 8
+    inner = out[start : out.index(b"]", start)]
+    return inner.split(b",") if inner else []
+
+
+def _significant_digits(token: str) -> str:
+    mantissa = token.lstrip("-").lower().partition("e")[0]
+    return mantissa.replace(".", "").strip("0") or "0"
+
+
+def _check_shortest_reply(arr: np.ndarray, nonfinite_elsewhere: bool) -> None:
+    """Both codecs write the same bytes; each number parses back to the same float32/float16
+    bits and has exactly as many significant digits as numpy's shortest repr of it."""
+    dtype = np.dtype(arr.dtype.char)  # native byte order
+    docs = {}
+    for impl in IMPLS:
+        doc = {"outputs": [{"name": "y", "datatype": "FP32", "data": impl.v2_json_data(arr)}]}
+        if nonfinite_elsewhere:
+            doc["parameters"] = {"x": float("nan")}
+        docs[impl.__name__] = impl.dumps(doc)
+    assert len(set(docs.values())) == 1, docs
+    out = next(iter(docs.values()))
+    flat = np.ascontiguousarray(arr.reshape(-1), dtype=dtype)
+    tokens = _tokens(out)
+    assert len(tokens) == flat.size
+    back = np.array(json.loads(out)["outputs"][0]["data"], dtype=np.float64).astype(dtype)
+    finite = np.isfinite(flat)
+    assert np.array_equal(np.isnan(back), np.isnan(flat))
+    assert np.array_equal(back[finite].view(f"u{dtype.itemsize}"), flat[finite].view(f"u{dtype.itemsize}"))
+    for token, value, text in zip(tokens, flat.tolist(), flat.astype(str).tolist()):
+        if math.isfinite(value):
+            assert _significant_digits(token.decode()) == _significant_digits(text), (token, text)
+
+
+@SETTINGS
+@given(
+    arr=st.one_of(
+        st.lists(st.floats(width=32), max_size=40).map(lambda v: np.array(v, dtype=np.float32)),
+        st.lists(st.integers(0, 2**32 - 1), max_size=40).map(lambda v: np.array(v, dtype=np.uint32).view(np.float32)),
+        st.lists(st.floats(width=16), max_size=40).map(lambda v: np.array(v, dtype=np.float16)),
+        st.lists(st.integers(0, 2**16 - 1), max_size=40).map(lambda v: np.array(v, dtype=np.uint16).view(np.float16)),
+        st.lists(st.floats(2.0**-24, 2.0**44, width=32), max_size=40).map(lambda v: np.array(v, dtype=np.float32)),
+    ),
+    layout=st.sampled_from(["flat", "2d", "swapped", "strided"]),
+    nonfinite_elsewhere=st.booleans(),
+)
+def test_v2_json_fp32_fp16_shortest_text(arr, layout, nonfinite_elsewhere):
+    if layout == "2d" and arr.size % 2 == 0:
+        arr = arr.reshape(2, -1)
+    elif layout == "swapped":
+        arr = arr.astype(arr.dtype.newbyteorder(">"))
+    elif layout == "strided":
+        arr = np.repeat(arr, 2)[::2]
+    _check_shortest_reply(arr, nonfinite_elsewhere)
+
+
+def test_v2_json_fp16_every_half():
+    """All 65 536 halves, the native table against numpy's shortest repr, bit for bit."""
+    _check_shortest_reply(np.arange(2**16, dtype=np.uint16).view(np.float16), False)
+
+
+@pytest.mark.parametrize("text", [b"0.1", b"123456790.0", b"0.000001", b"-0.0", b"0.0", b"16777216.0"])
+def test_v2_json_fp32_text(impl, text):
+    """Numbers whose layout every orjson >= 3.10 writes alike (exponents: 3.10 writes 1e13, later ones 1e+13)."""
+    value = np.float32(float(text))
+    assert impl.dumps(impl.v2_json_data(np.array([value]))) == b"[" + text + b"]"
+
+
+def test_v2_json_fp32_nonfinite(impl):
+    data = impl.v2_json_data(np.float32([0.1, np.nan, np.inf, -np.inf]))
+    assert impl.dumps({"data": data}) == b'{"data":[0.1,NaN,Infinity,-Infinity]}'
+    assert impl.dumps({"data": impl.v2_json_data(np.float32([1e13, 0.1])), "x": float("nan")}) == b'{"data":[10000000000000.0,0.1],"x":NaN}'
+    assert impl.dumps({"data": impl.v2_json_data(np.float16([0.1, np.nan]))}) == b'{"data":[0.1,NaN]}'
+
+
+@pytest.mark.skipif(native is None, reason="native codec not built")
+@pytest.mark.parametrize("value", [
+    None, 1.5, [1.0], b"ab", np.float16(1.0), np.float32([1.0]), np.float64([1.0]), np.int16([1]),
+    np.array([1.0], dtype=object), np.zeros((0, 3), np.float16), np.zeros((2, 0), ">f2"),
+    np.float16(np.arange(12)).reshape(3, 4)[:, ::3], np.float16(3.5).reshape(()), np.array([1 + 2j], np.complex64),
+])
+def test_half_shortest_float32_takes_any_object(value):
+    """The compiled entry point: a float16 array of any shape, layout and byte order, else TypeError."""
+    from fastseldon._fast import jsontensors
+
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.dtype.itemsize == 2:
+        out = jsontensors.half_shortest_float32(value)
+        assert out.dtype == np.float32 and out.shape == (value.size,)
+        assert np.array_equal(out.astype(np.float16), value.reshape(-1).astype(np.float16))
+    else:
+        with pytest.raises(TypeError):
+            jsontensors.half_shortest_float32(value)
 
 
 # --------------------------------------------------------------------------- raw tensor bytes

@@ -72,7 +72,8 @@ def _json_ready(arr: np.ndarray) -> Any:
 
 
 _PLAIN = frozenset((float, int, str, bool, type(None)))
-_CONTAINERS = (dict, list, tuple, np.ndarray, np.generic)
+_ShortestFloats = reference.ShortestFloats
+_CONTAINERS = (dict, list, tuple, np.ndarray, np.generic, _ShortestFloats)
 
 
 def _plain_nonfinite(items: list | tuple) -> bool:
@@ -94,6 +95,8 @@ def _prepare(obj: Any) -> tuple[Any, bool]:
         return _prepare(ready)
     if isinstance(obj, np.generic):
         return _prepare(obj.item())
+    if isinstance(obj, _ShortestFloats):  # float32 values, written by orjson's float32 writer
+        return obj.values, not bool(np.isfinite(obj.values).all())
     if isinstance(obj, float):
         return obj, not math.isfinite(obj)
     if isinstance(obj, dict):
@@ -136,11 +139,20 @@ def dumps(obj: Any) -> bytes:
         raise CodecError(f"Cannot encode response as JSON: {exc}") from None
 
 
+_F4 = np.dtype("=f4")
+
+
 def v2_json_data(array: Any) -> Any:
-    """See reference.v2_json_data; numeric data stays an array for orjson."""
+    """See reference.v2_json_data; numeric data stays an array for orjson; FP16's decimals
+    come from jsontensors.half_shortest_float32 (a table built once)."""
     arr = np.asarray(array)
-    if arr.dtype.kind in "OSU":
+    kind = arr.dtype.kind
+    if kind in "OSU":
         return reference.v2_json_data(arr)
+    if kind == "f" and arr.dtype.itemsize == 4:
+        return _ShortestFloats(np.ascontiguousarray(arr.reshape(-1), dtype=_F4))
+    if kind == "f" and arr.dtype.itemsize == 2:
+        return _ShortestFloats(jsontensors.half_shortest_float32(arr))
     return _json_ready(arr.reshape(-1))
 
 

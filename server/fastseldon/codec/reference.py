@@ -169,12 +169,49 @@ def _bytes_to_str(value: Any) -> Any:
     return value
 
 
+class ShortestFloats:
+    """A V2 reply's FP32 or FP16 ``data``, flat, that ``dumps`` writes with the shortest text
+    that round-trips the declared datatype (float32(0.1) as ``0.1``, not its float64 expansion
+    ``0.10000000149011612``; float16(0.1) as ``0.1``, not ``0.0999755859375``).
+
+    ``values`` are float32: an FP32 output's own values, an FP16 output's halves each as the
+    float32 nearest to the half's shortest decimal, whose own shortest text is that decimal.
+    orjson's float32 writer (shortest round-trip) puts them on the wire; with a NaN or infinity
+    in the document, Python ``json`` writes the same digits (see ``dumps``). The native codec
+    finds the halves' decimals with its own exact search (_fast/shortest.h), this reference
+    with numpy's shortest-repr formatting (Dragon4); tests hold the two equal on every half."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+
+_F4 = np.dtype("=f4")
+
+
+def half_shortest_float32(arr: np.ndarray) -> np.ndarray:
+    """float16 values as the float32 nearest each one's shortest round-trip decimal (flat)."""
+    return arr.reshape(-1).astype(str).astype(np.float64).astype(_F4)
+
+
+def _shortest_doubles(values: np.ndarray) -> list[float]:
+    """float32 values as the float64 nearest each one's shortest decimal (NaN and infinities
+    kept), which Python ``json`` writes with those same digits."""
+    return values.astype(str).astype(np.float64).tolist()
+
+
 def v2_json_data(array: Any) -> Any:
-    """A V2 output's ``data`` value: the array flattened row-major (BYTES as UTF-8 strings).
-    ``dumps`` writes it; float32/float16 values are written as their exact float64 value."""
+    """A V2 output's ``data`` value: the array flattened row-major (BYTES as UTF-8 strings),
+    for ``dumps``; float32/float16 as ``ShortestFloats`` (the shortest text of the datatype)."""
     arr = np.asarray(array)
-    if arr.dtype.kind in "OSU":
+    kind = arr.dtype.kind
+    if kind in "OSU":
         return [_bytes_to_str(v) for v in arr.reshape(-1).tolist()]
+    if kind == "f" and arr.dtype.itemsize == 4:
+        return ShortestFloats(np.ascontiguousarray(arr.reshape(-1), dtype=_F4))
+    if kind == "f" and arr.dtype.itemsize == 2:
+        return ShortestFloats(half_shortest_float32(arr))
     return arr.reshape(-1).tolist()
 
 
@@ -185,6 +222,15 @@ def json_fragment(obj: Any) -> orjson.Fragment:
 
 
 def _default(obj: Any) -> Any:
+    if isinstance(obj, ShortestFloats):  # NaN/Inf as null: dumps then writes with json
+        return orjson.Fragment(orjson.dumps(obj.values, option=orjson.OPT_SERIALIZE_NUMPY))
+    return _default_json(obj)
+
+
+def _default_json(obj: Any) -> Any:
+    """``_default`` for Python ``json`` (NaN/Infinity writing), which takes no Fragment."""
+    if isinstance(obj, ShortestFloats):
+        return _shortest_doubles(obj.values)
     if isinstance(obj, orjson.Fragment):
         return orjson.loads(orjson.dumps(obj))  # the only way to read a Fragment back
     if isinstance(obj, np.ndarray):
@@ -214,13 +260,15 @@ def _has_nonfinite(obj: Any) -> bool:
         return obj.dtype.kind in "fc" and not bool(np.isfinite(obj).all())
     if isinstance(obj, (np.floating, np.complexfloating)):
         return not bool(np.isfinite(obj))
+    if isinstance(obj, ShortestFloats):
+        return not bool(np.isfinite(obj.values).all())
     return False
 
 
 def _dumps_nonfinite(obj: Any) -> bytes:
     """Python ``json`` writes NaN/Infinity/-Infinity literals (as Seldon's Flask server does)."""
     try:
-        text = json.dumps(obj, default=_default, allow_nan=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(obj, default=_default_json, allow_nan=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"Cannot encode response as JSON: {exc}") from None
     return text.encode("utf-8", "surrogatepass")
