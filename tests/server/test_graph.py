@@ -275,6 +275,37 @@ def test_v2_infer_runs_the_whole_graph_under_the_deployment_name(tmp_path):
         assert out["outputs"][0]["data"] == [4.0, 6.0] and out["outputs"][0]["shape"] == [1, 2]
 
 
+def test_v2_answers_each_in_process_unit_under_its_node_name(tmp_path):
+    import tritonclient.grpc as tritongrpc
+    import tritonclient.http as tritonhttp
+    from tritonclient.utils import InferenceServerException
+
+    doc = sdep(node("t", "graph_units.AddOne", "TRANSFORMER", [node("m", "graph_units.Double", params={"factor": 3.0})]))
+    x = np.array([[1.0, 2.0]])
+    with graph(doc, "in-process", tmp_path) as server:
+        http = tritonhttp.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+        item = tritonhttp.InferInput("x", [1, 2], "FP64")
+        item.set_data_from_numpy(x)
+        assert http.infer("m", [item]).as_numpy("output-0").tolist() == [[3.0, 6.0]]  # the node alone, not the chain
+        assert http.is_model_ready("m") and http.get_model_metadata("m")["name"] == "m"
+        with pytest.raises(InferenceServerException) as err:
+            http.infer("ghost", [item])
+        assert err.value.status() == "404" and "'t'" in err.value.message() and "'m'" in err.value.message()
+        body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 2], "data": [1.0, 2.0]}]}
+        whole = requests.post(server.url + "/v2/models/demo/infer", json=body, timeout=30).json()
+        assert whole["outputs"][0]["data"] == [6.0, 9.0]  # the deployment name still runs the whole graph
+        grpc_client = tritongrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        gitem = tritongrpc.InferInput("x", [1, 2], "FP64")
+        gitem.set_data_from_numpy(x)
+        assert grpc_client.infer("m", [gitem]).as_numpy("output-0").tolist() == [[3.0, 6.0]]
+        assert grpc_client.is_model_ready("t") and grpc_client.get_model_metadata("t", as_json=True)["name"] == "t"
+        with pytest.raises(InferenceServerException) as err:
+            grpc_client.unload_model("m")
+        assert err.value.status() == "StatusCode.UNIMPLEMENTED"
+        http.close()
+        grpc_client.close()
+
+
 @pytest.mark.parametrize(("mutate", "needle"), [
     (lambda g: g.update(type="ROUTER", children=[]), "router needs children"),
     (lambda g: g.update(name="ghost"), "no container named 'ghost'"),

@@ -2,8 +2,9 @@
 
 Routes are Seldon's executor's (port 8000 / 5001 by default): ``/api/v1.0/predictions``,
 ``/api/v1.0/feedback``, ``/api/v1.0/metadata[/{node}]``, ``/ready``, ``/live``, gRPC
-``seldon.protos.Seldon/{Predict,SendFeedback,GraphMetadata}``, and V2 infer of the whole
-graph under the deployment name. Where each node runs is decided here (``place_units``).
+``seldon.protos.Seldon/{Predict,SendFeedback,GraphMetadata}``, V2 infer of the whole graph
+under the deployment name, and V2 (REST and gRPC) of each in-process unit under its node name.
+Where each node runs is decided here (``place_units``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from fastseldon import codec
 from fastseldon import seldon_protocol as sp
 from fastseldon import v2_protocol as v2
-from fastseldon.app import timed_rest
+from fastseldon.app import App, timed_rest
 from fastseldon.codec.datatypes import datatype_for
 from fastseldon.errors import BadRequest, FastSeldonError, NotFound, UpstreamError
 from fastseldon.graph.executor import GraphExecutor
@@ -30,41 +31,26 @@ from fastseldon.graph.units import GraphUnit, LocalUnit, RemoteGrpcUnit, RemoteR
 from fastseldon.http import JSON, TEXT, Request, Response, Router
 from fastseldon.metrics import REQUEST_BUCKETS, LatencyTally, Metrics, add_observations
 from fastseldon.proto import prediction_pb2 as pb
+from fastseldon.registry import Entry, ModelRegistry
 from fastseldon.runner import HookRunner
 from fastseldon.service import SeldonService
-from fastseldon.settings import ServerSettings, UnitSettings
+from fastseldon.settings import ServerSettings, UnitSettings, unit_env_fields
 from fastseldon.types import InferResult, Message, Tensor
 from fastseldon.user_model import UserModel, call_load, construct, parse_parameters
+from fastseldon.v2_routes import V2Models
 
 PUID = b"seldon-puid"
 RestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
-
-# container env -> UnitSettings field, for in-process nodes (the s2i/.s2i/environment names)
-_UNIT_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "SERVICE_TYPE": ("service_type", str.upper),
-    "MAX_BATCH_SIZE": ("max_batch_size", int),
-    "MAX_BATCH_TIME_MS": ("max_batch_time_ms", float),
-    "MAX_BATCHES_IN_FLIGHT": ("max_batches_in_flight", int),
-    "MAX_BATCH_QUEUE": ("max_batch_queue", int),
-    "PAYLOAD_PASSTHROUGH": ("payload_passthrough", lambda v: v.strip().lower() in ("1", "true", "t")),
-    "INCLUDE_METRICS_IN_CLIENT_RESPONSE": ("include_metrics_in_response", lambda v: v.lower() == "true"),
-    "MODEL_METADATA": ("model_metadata", str),
-}
 
 
 def unit_settings(node: Node, predictor: Predictor) -> UnitSettings:
     """An in-process node's unit settings: MODEL_NAME and the container's other env, as s2i reads them."""
     assert node.container is not None
     env = node.container.env
-    fields: dict[str, Any] = {}
-    for key, (name, cast) in _UNIT_ENV.items():
-        if env.get(key):
-            try:
-                fields[name] = cast(env[key])
-            except ValueError:
-                raise SpecError(f"node {node.name!r}: env {key} has a bad value {env[key]!r}") from None
-    if fields.get("max_batch_size", 0) > 1 and "max_batch_time_ms" not in fields:
-        fields["max_batch_time_ms"] = 5.0
+    try:
+        fields = unit_env_fields(env)
+    except ValueError as exc:
+        raise SpecError(f"node {node.name!r}: env {exc}") from None
     parameters = [{"name": p["name"], "value": str(p["value"]), "type": str(p.get("type", "")).upper()}
                   for p in node.parameters]
     return UnitSettings(
@@ -114,8 +100,9 @@ class GraphApp:
 
     def __init__(self, server: ServerSettings, predictor: Predictor, units: dict[str, GraphUnit],
                  local: list[tuple[UnitSettings, Metrics]], executor: ThreadPoolExecutor,
-                 loop: asyncio.AbstractEventLoop, seed: int | None = None):
+                 loop: asyncio.AbstractEventLoop, seed: int | None = None, node_apps: dict[str, App] | None = None):
         self.server = server
+        self.node_apps = node_apps or {}  # in-process units, each answering V2 under its node name
         self.predictor = predictor
         self.units = units
         self.loop = loop
@@ -150,6 +137,11 @@ class GraphApp:
         r.add(("POST",), (f"/v2/models/{self.name}/infer",), t("/v2/models/infer", self.rest_v2_infer))
         r.add(("GET",), (f"/v2/models/{self.name}/ready",), self.rest_v2_ready)
         r.add_matcher(self._match_node_metadata)
+        nodes = ModelRegistry([Entry(name, app=app) for name, app in self.node_apps.items()],
+                              fixed="a graph's units are fixed for the life of the server")
+        models = V2Models(nodes, r, self.grpc_methods, t, self.loop)  # /v2/models/{node}/...
+        models.add_model_routes()
+        models.add_grpc()
         self.grpc_methods["/seldon.protos.Seldon/Predict"] = self.grpc_predict
         self.grpc_methods["/seldon.protos.Seldon/SendFeedback"] = self.grpc_feedback
         self.grpc_methods["/seldon.protos.Seldon/GraphMetadata"] = self.grpc_graph_metadata
@@ -251,6 +243,8 @@ class GraphApp:
         self.node_metrics.flush()
         for m in self._local_metrics:
             m.flush()
+        for app in self.node_apps.values():
+            app.flush()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -292,6 +286,7 @@ async def load_graph_app(server: ServerSettings, predictor: Predictor, source: P
     pool = ThreadPoolExecutor(max_workers=max(8, server.grpc_threads), thread_name_prefix="hook")
     units: dict[str, GraphUnit] = {}
     local: list[tuple[UnitSettings, Metrics]] = []
+    node_apps: dict[str, App] = {}
     for node in predictor.graph.walk():
         timeout = timeout_from(predictor.annotations, node.endpoint.type if node.endpoint else "REST")
         if node.name in remotes:
@@ -312,6 +307,7 @@ async def load_graph_app(server: ServerSettings, predictor: Predictor, source: P
             runner = HookRunner.for_unit(loop, pool, server.inline_hook_seconds, unit, model)
             units[node.name] = LocalUnit(node.name, service, runner)
             local.append((unit, metrics))
+            node_apps[node.name] = App(server, unit, model, loop, service=service, runner=runner)
         elif node.endpoint is not None:
             remote_cls = RemoteGrpcUnit if node.endpoint.type == "GRPC" else RemoteRestUnit
             units[node.name] = remote_cls(node.name, node.endpoint.host, node.endpoint.port, pool, timeout)
@@ -320,4 +316,4 @@ async def load_graph_app(server: ServerSettings, predictor: Predictor, source: P
         else:
             raise SpecError(f"node {node.name!r}: its container has no MODEL_NAME env (to load it here) and the node "
                             f"has no endpoint; set MODEL_NAME or pass --remote {node.name}=http://host:port")
-    return GraphApp(server, predictor, units, local, pool, loop, seed)
+    return GraphApp(server, predictor, units, local, pool, loop, seed, node_apps)
