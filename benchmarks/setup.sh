@@ -4,7 +4,7 @@
 #   bash benchmarks/setup.sh [tools] [plots] [seldon-core] [mlserver] [profile]   (no argument: all)
 #
 # tools        wrk (HTTP/1.1 keep-alive load) and h2load (gRPC load over HTTP/2), from Debian.
-# plots        benchmarks/requirements.txt (matplotlib) into the *current* Python: the harness
+# plots        benchmarks/requirements.txt (matplotlib, requests, pyyaml) into the *current* Python: the harness
 #              itself runs there; fastseldon never imports matplotlib.
 # seldon-core  seldon-core==1.19.0 in its own Python 3.12 venv (1.19 requires Python >= 3.12).
 # mlserver     mlserver==1.7.1 in its own venv. With uvloop 0.23 its multi-process mode
