@@ -16,8 +16,9 @@ by schema, kubernetes-validate --strict, and content, in tests/unit/test_k8s_ren
 here by schema). A unit outside the executor's pod is reached in the cluster through its
 Service's DNS name; here each such name is mapped to the unit pod's address with the
 executor pod's hostAliases (a PodSpec field kube play honours), after the unit pods run.
-kube play has no downward-API volumes: the ``seldon-podinfo`` volume is replaced by an
-emptyDir. Exit status 0 when every answer matches; else a line per failure and status 1.
+Also left out for kube play (``for_kube_play``): the downward-API ``seldon-podinfo`` volume,
+container ports (kube play would publish them on the host) and probes (their routes are checked
+from outside). Exit status 0 when every answer matches; else a line per failure and status 1.
 """
 from __future__ import annotations
 
@@ -118,11 +119,12 @@ def pod_of(deployment: str) -> str:
 
 
 def pod_ip(pod: str) -> str:
+    """The pod's address on kube play's network (podman-default-kube-network)."""
     infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", pod).strip()
-    ip = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", infra).strip()
-    if not ip:
-        raise RuntimeError(f"pod {pod} has no IP address (kube play on podman's default bridge network expected)")
-    return ip
+    ips = podman("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", infra).split()
+    if not ips:
+        raise RuntimeError(f"pod {pod} has no IP address on a podman network")
+    return ips[0]
 
 
 def pod_logs(pod: str) -> str:
@@ -136,19 +138,49 @@ def pod_logs(pod: str) -> str:
 
 
 def for_kube_play(deploy: dict[str, Any]) -> dict[str, Any]:
-    """What kube play lacks, stood in for: the downward-API podinfo volume becomes an emptyDir."""
+    """What kube play would do otherwise, left out.
+
+    * the downward-API podinfo volume and its mounts (kube play has no downward-API volumes;
+      an emptyDir becomes one podman volume of that name, shared by every pod);
+    * container ports: kube play publishes each on the host (Kubernetes publishes none), where
+      this machine's other servers may hold them; pods reach each other by address;
+    * probes: kube play runs a liveness probe as `curl` inside the container (these images have
+      no curl, and a named port becomes port 0) and has no readiness. The probes' routes are
+      checked from outside instead (``probe_routes``).
+    """
     d = copy.deepcopy(deploy)
     pod = d["spec"]["template"]["spec"]
-    for v in pod.get("volumes", []):
-        if "downwardAPI" in v:
-            del v["downwardAPI"]
-            v["emptyDir"] = {}
+    dropped = {v["name"] for v in pod.get("volumes", []) if "downwardAPI" in v}
+    pod["volumes"] = [v for v in pod.get("volumes", []) if v["name"] not in dropped]
+    for c in pod["containers"]:
+        c["volumeMounts"] = [m for m in c.get("volumeMounts", []) if m["name"] not in dropped]
+        for key in ("ports", "readinessProbe", "livenessProbe"):
+            c.pop(key, None)
     return d
+
+
+def probe_routes(deploy: dict[str, Any], ip: str, what: str, logs: Any) -> list[str]:
+    """Each container's rendered probes, from outside: ready within two minutes, then live."""
+    failures = []
+    for c in deploy["spec"]["template"]["spec"]["containers"]:
+        ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+        ready, live = c["readinessProbe"]["httpGet"], c["livenessProbe"]["httpGet"]
+        if ready["path"] == live["path"]:
+            failures.append(f"{what} {c['name']}: readiness and liveness probe the same route {ready['path']}")
+        wait_ready(f"http://{ip}:{ports.get(ready['port'], ready['port'])}{ready['path']}", 120,
+                   f"{what} {c['name']} (readiness probe)", logs)
+        r = requests.get(f"http://{ip}:{ports.get(live['port'], live['port'])}{live['path']}", timeout=10)
+        if r.status_code != 200:
+            failures.append(f"{what} {c['name']}: liveness probe {live['path']} answered {r.status_code}")
+    return failures
 
 
 @contextmanager
 def played(path: Path, objs: list[dict[str, Any]]) -> Iterator[list[str]]:
     """`podman kube play` the Deployments; their pods, in order; `--down` afterwards, whatever happened."""
+    if not objs:  # one-pod: no unit pods
+        yield []
+        return
     path.write_text(yaml.safe_dump_all(objs, sort_keys=False))
     try:
         podman("kube", "play", str(path))
@@ -254,16 +286,14 @@ def play(args: argparse.Namespace) -> int:
                     names = [f"{name}.{NAMESPACE}.svc.cluster.local" for name, svc in services.items()
                              if svc["spec"]["selector"].items() <= labels.items()]
                     aliases.append({"ip": ip, "hostnames": names})
-                    port = next(p["containerPort"] for p in deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
-                                if p["name"] == "http")
-                    wait_ready(f"http://{ip}:{port}/health/status", 120, f"unit pod {deploy['metadata']['name']}",
-                               lambda pod=pod: pod_logs(pod))
+                    failures += probe_routes(deploy, ip, f"unit pod {deploy['metadata']['name']}",
+                                             lambda pod=pod: pod_logs(pod))
                 executor = for_kube_play(engine)
                 if aliases:
                     executor["spec"]["template"]["spec"]["hostAliases"] = aliases
                 with played(work / f"{mode}-executor.yaml", [executor]) as engine_pods:
                     ip = pod_ip(engine_pods[0])
-                    wait_ready(f"http://{ip}:8000/ready", 120, f"executor pod ({mode})", lambda: pod_logs(engine_pods[0]))
+                    failures += probe_routes(engine, ip, f"executor pod ({mode})", lambda: pod_logs(engine_pods[0]))
                     got = answers(f"{ip}:8000:5001")
                     failures += compare(mode, got, want)
                     scraped = requests.get(f"http://{ip}:8000/prometheus", timeout=10)
