@@ -25,7 +25,7 @@ from typing import Any
 
 from fastseldon import seldon_routes, v2_routes
 from fastseldon.app import App, load_unit_app, timed_rest
-from fastseldon.errors import BadRequest, NotFound, NotSupported
+from fastseldon.errors import BadRequest, FastSeldonError, NotFound, NotSupported, Unavailable
 from fastseldon.http import Router
 from fastseldon.metrics import Metrics
 from fastseldon.settings import ONNX_CLASS, SERVICE_TYPES, ServerSettings, UnitSettings, unit_env_fields
@@ -35,6 +35,7 @@ log = logging.getLogger("fastseldon")
 
 READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
+SYNC_TIMEOUT = 60.0  # seconds a load or unload waits for every worker to apply it
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Entry:
     source: Path | None = None  # the model's folder (or .onnx file) in a repository
     app: Any = None  # the loaded App; None while unloaded
     reason: str = ""  # why it is not loaded
+    generation: int = 0  # the shared state's generation this load answers (--workers N)
 
     @property
     def state(self) -> str:
@@ -60,18 +62,20 @@ class ModelRegistry:
     dict read); ``load`` and ``unload`` run on the loop, one at a time.
 
     ``find(name)`` describes a model afresh from disk (None: there is no such model); without
-    ``loader`` and ``find`` the registry is fixed. ``refuse``: why loads and unloads are refused
-    (--workers N), or "".
+    ``loader`` and ``find`` the registry is fixed. ``shared``: the state all workers of the server
+    follow (a load or unload here is applied by each of them before it is answered).
     """
 
     def __init__(self, entries: list[Entry], *, loader: Loader | None = None, find: Callable[[str], Entry | None] | None = None,
-                 refuse: str = "", fixed: str = "the models of this server are fixed"):
+                 shared: SharedState | None = None, fixed: str = "the models of this server are fixed"):
         self.entries: dict[str, Entry] = {e.name: e for e in entries}
         self._loader = loader
         self._find = find
-        self._refuse = refuse
         self._fixed = fixed
         self._lock = asyncio.Lock()
+        self._sync_lock = asyncio.Lock()
+        self.shared = shared
+        self.applied = -1  # the shared generation this worker has applied
 
     # -- per request
 
@@ -126,12 +130,24 @@ class ModelRegistry:
             raise NotFound(f"Cannot {action} model {name!r}: there is no such model; models: {sorted(self.entries)}")
         if self._loader is None or self._find is None:
             raise NotSupported(f"Cannot {action} model {name!r}: {self._fixed}")
-        if self._refuse:
-            raise NotSupported(f"Cannot {action} model {name!r}: {self._refuse}")
 
     async def load(self, name: str) -> None:
-        """Load ``name`` (again, from disk, when it is loaded: the new one replaces it once it has loaded)."""
+        """Load ``name`` (again, from disk, when it is loaded: the new one replaces it once it has
+        loaded), here and then in every other worker of the server."""
         self._check("load", name)
+        await self._load_here(name)
+        if self.shared is not None:
+            await self._publish(name, READY)
+
+    async def unload(self, name: str) -> None:
+        """Unload ``name``: it answers 404 from now on and its App is released (unloading twice is
+        fine), here and then in every other worker of the server."""
+        self._check("unload", name)
+        await self._unload_here(name)
+        if self.shared is not None:
+            await self._publish(name, UNAVAILABLE)
+
+    async def _load_here(self, name: str, generation: int = 0) -> None:
         assert self._loader is not None and self._find is not None
         async with self._lock:
             try:
@@ -149,14 +165,13 @@ class ModelRegistry:
                     fresh.reason = f"load failed: {reason}"
                     self.entries[name] = fresh
                 raise BadRequest(f"Failed to load model {name!r}: {reason}") from None
+            fresh.generation = generation
             self.entries[name] = fresh
             if old is not None and old.app is not None:
                 old.app.release()
             log.info("model %r loaded", name)
 
-    async def unload(self, name: str) -> None:
-        """Unload ``name``: it answers 404 from now on and its App is released (unloading twice is fine)."""
-        self._check("unload", name)
+    async def _unload_here(self, name: str) -> None:
         async with self._lock:
             entry = self.entries[name]
             app, entry.app, entry.reason = entry.app, None, "unloaded"
@@ -165,6 +180,134 @@ class ModelRegistry:
                 del app
                 gc.collect()  # an App's routes refer back to it: free the model (its memory) now, not at some later collection
                 log.info("model %r unloaded", name)
+
+    # -- every worker of the server (--workers N)
+
+    async def _publish(self, name: str, state: str) -> None:
+        """Write the change for the other workers, and answer once each has applied it."""
+        assert self.shared is not None
+        generation = self.shared.change(name, state)
+        if state == READY and name in self.entries:
+            self.entries[name].generation = generation  # loaded here already: this worker's own sync skips it
+        await self.sync()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SYNC_TIMEOUT
+        while True:
+            waiting, failures = self.shared.pending(generation, name)
+            if not waiting:
+                break
+            if loop.time() > deadline:
+                raise Unavailable(f"model {name!r}: {'loaded' if state == READY else 'unloaded'} here, but worker(s) "
+                                  f"{waiting} did not follow within {SYNC_TIMEOUT:g}s")
+            await asyncio.sleep(0.05)
+        if failures:
+            raise BadRequest(f"Failed to load model {name!r} in every worker: {'; '.join(failures)}")
+
+    async def sync(self) -> None:
+        """Apply what other workers changed since this one last looked (each flush, about twice a second)."""
+        if self.shared is None:
+            return
+        async with self._sync_lock:
+            wanted = self.shared.read()
+            if wanted["generation"] == self.applied:
+                return
+            failures: dict[str, str] = {}
+            for name, want in wanted["models"].items():
+                entry = self.entries.get(name)
+                try:
+                    if want["state"] == UNAVAILABLE:
+                        if entry is not None and entry.app is not None:
+                            await self._unload_here(name)
+                    elif entry is None or entry.app is None or entry.generation < want["load"]:
+                        await self._load_here(name, want["load"])
+                except FastSeldonError as exc:
+                    failures[name] = str(exc)
+            self.applied = wanted["generation"]
+            self.shared.ack(self.applied, failures)
+
+
+class SharedState:
+    """What the workers of one server should have loaded, in a small JSON file they all read.
+
+    ``wanted.json`` holds a generation (one more per change) and, per model changed since start,
+    its state and the generation of its last load. The worker that takes a load or unload applies
+    it, writes it there (under a file lock), and waits until every other live worker has written
+    ``ack-PID.json`` with that generation or later; each worker looks at the file on every metrics
+    flush and applies what changed. A worker that starts (a restart, a replacement) reads it first,
+    so it comes up with the models the others serve.
+    """
+
+    def __init__(self, directory: Path, worker: int | None = None):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "wanted.json"
+        self.worker = os.getpid() if worker is None else worker  # the process id this worker acknowledges as
+        self._ack = directory / f"ack-{self.worker}.json"
+
+    @classmethod
+    def for_server(cls) -> SharedState | None:
+        """Beside the workers' metric files (None outside a supervisor: this process alone)."""
+        base = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        return cls(Path(base) / f"repository-{os.getppid()}") if base else None
+
+    def read(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.path.read_text())
+            return {"generation": int(doc["generation"]), "models": dict(doc["models"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"generation": 0, "models": {}}
+
+    @staticmethod
+    def _write(path: Path, doc: dict[str, Any]) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)  # atomic: a reader never sees half a file
+
+    def change(self, name: str, state: str) -> int:
+        import fcntl
+
+        with open(self.directory / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two workers changing models at once both count
+            doc = self.read()
+            generation = doc["generation"] + 1
+            last_load = int(doc["models"].get(name, {}).get("load", 0))
+            doc["generation"] = generation
+            doc["models"][name] = {"state": state, "load": generation if state == READY else last_load}
+            self._write(self.path, doc)
+        return generation
+
+    def ack(self, generation: int, failures: dict[str, str]) -> None:
+        self._write(self._ack, {"generation": generation, "failures": failures})
+
+    def leave(self) -> None:
+        self._ack.unlink(missing_ok=True)
+
+    def pending(self, generation: int, name: str) -> tuple[list[int], list[str]]:
+        """The other live workers that have not applied ``generation`` yet, and how loading ``name``
+        failed in those that have."""
+        waiting: list[int] = []
+        failures: list[str] = []
+        for path in self.directory.glob("ack-*.json"):
+            pid = int(path.stem[len("ack-"):])
+            if pid == self.worker:
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:  # a worker that died: nothing to wait for
+                path.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                pass
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                waiting.append(pid)
+                continue
+            if int(doc.get("generation", -1)) < generation:
+                waiting.append(pid)
+            elif name in doc.get("failures", {}):
+                failures.append(f"worker {pid}: {doc['failures'][name]}")
+        return sorted(waiting), failures
 
 
 # --------------------------------------------------------------------------- a repository folder
@@ -273,6 +416,7 @@ class RepositoryApp:
         self.metrics = Metrics(UnitSettings(interface_name="repository", model_name="repository"))
         self.router = Router()
         self.grpc_methods: dict[str, Any] = {}
+        self._sync: asyncio.Task[None] | None = None
         self.router.set_error_renderer("", seldon_routes.render_error)
         self.router.set_error_renderer("/v2", v2_routes.render_error)
         models = v2_routes.V2Models(registry, self.router, self.grpc_methods, self.timed_rest, loop)
@@ -288,8 +432,18 @@ class RepositoryApp:
         self.metrics.flush()
         for app in self.registry.loaded():
             app.flush()
+        if self.registry.shared is not None and (self._sync is None or self._sync.done()):
+            self._sync = self.loop.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        try:
+            await self.registry.sync()
+        except Exception:  # noqa: BLE001 - the next flush tries again
+            log.exception("applying the other workers' model changes failed")
 
     def close(self) -> None:
+        if self.registry.shared is not None:
+            self.registry.shared.leave()
         for app in self.registry.loaded():
             app.close()
         self.metrics.flush()
@@ -304,22 +458,36 @@ async def load_model(server: ServerSettings, loop: asyncio.AbstractEventLoop, en
 
 
 async def load_repository_app(server: ServerSettings, repository: Repository, loop: asyncio.AbstractEventLoop) -> RepositoryApp:
-    """Load every model of the repository (one failing stops the worker, naming it), then build the app."""
-    refuse = ""
-    if server.workers > 1:
-        refuse = (f"with --workers {server.workers} every worker process holds its own copy of each model, and a load or "
-                  "unload would reach only the worker that took the request; serve with --workers 1 to load and unload "
-                  "models, or restart the server to change what it serves")
+    """Load the repository's models as the other workers serve them (at first: every model; one
+    failing stops the worker, naming it), then build the app."""
+    shared = SharedState.for_server()
 
     async def loader(entry: Entry) -> App:
         return await load_model(server, loop, entry)
 
-    registry = ModelRegistry(repository.scan(), loader=loader, find=repository.find, refuse=refuse)
+    registry = ModelRegistry(repository.scan(), loader=loader, find=repository.find, shared=shared)
+    wanted: dict[str, Any] = {"generation": 0, "models": {}}
+    if shared is not None:
+        shared.ack(-1, {})  # starting: a change made meanwhile waits for this worker too
+        wanted = shared.read()
+    for name, want in wanted["models"].items():
+        if want["state"] == READY and not registry.known(name):
+            found = repository.find(name)  # added to the folder after start-up, then loaded
+            if found is not None:
+                registry.entries[name] = found
     for entry in list(registry.entries.values()):
+        want = wanted["models"].get(entry.name, {"state": READY, "load": 0})
+        if want["state"] != READY:
+            entry.reason = "unloaded"
+            continue
         try:
             entry.app = await loader(entry)
         except Exception as exc:
             for app in registry.loaded():
                 app.close()
             raise ModelLoadError(f"model {entry.name!r}: {exc}") from None
+        entry.generation = int(want["load"])
+    registry.applied = wanted["generation"]
+    if shared is not None:
+        shared.ack(registry.applied, {})
     return RepositoryApp(server, registry, loop)

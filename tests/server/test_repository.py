@@ -4,7 +4,9 @@ each answering by name over V2 REST, V2 gRPC and Seldon REST, and the model repo
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -287,25 +289,48 @@ def test_a_model_added_after_start_loads_and_a_broken_one_says_why(server, http_
 # --------------------------------------------------------------------------- workers, start-up
 
 
-def test_with_two_workers_every_model_serves_and_load_unload_are_refused(repo):
+def answers_on_fresh_connections(s, name: str, times: int = 8) -> set[int]:
+    """The statuses of ``times`` V2 infers of ``name``, each on a new connection (the kernel spreads
+    new connections over the workers' SO_REUSEPORT sockets)."""
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}
+    statuses = set()
+    for _ in range(times):
+        with requests.Session() as session:
+            statuses.add(session.post(f"{s.url}/v2/models/{name}/infer", json=body, timeout=10).status_code)
+    return statuses
+
+
+def worker_pids(s) -> list[int]:
+    return [int(line.split("worker ")[1].split()[0]) for line in s.output().splitlines() if "fastseldon: worker" in line
+            and line.rstrip().endswith("ready")]
+
+
+def test_with_two_workers_a_load_or_unload_is_answered_once_both_workers_applied_it(repo):
     with running(["--repository", str(repo), "--workers", "2"]) as s:
         client = tritonhttp.InferenceServerClient(f"127.0.0.1:{s.http_port}")
         gclient = tritongrpc.InferenceServerClient(s.grpc_target)
         try:
-            for _ in range(6):  # new connections: the kernel spreads them over both workers
-                fresh = tritonhttp.InferenceServerClient(f"127.0.0.1:{s.http_port}")
-                np.testing.assert_allclose(infer_http(fresh, "adder"), X + 10)
-                fresh.close()
-            assert [m["state"] for m in client.get_model_repository_index()] == ["READY"] * 3
-            with pytest.raises(InferenceServerException) as err:
-                client.unload_model("adder")
-            assert err.value.status() == "501" and "--workers 2" in err.value.message()
-            with pytest.raises(InferenceServerException) as err:
-                gclient.load_model("adder")
-            assert err.value.status() == "StatusCode.UNIMPLEMENTED" and "--workers 1" in err.value.message()
-            time.sleep(0.2)
-            assert client.is_model_ready("adder")
-            np.testing.assert_allclose(infer_grpc(gclient, "adder"), X + 10)
+            assert answers_on_fresh_connections(s, "adder") == {200}
+            client.unload_model("adder")
+            assert answers_on_fresh_connections(s, "adder") == {404}  # no worker still serves it
+            assert answers_on_fresh_connections(s, "doubler") == {200}
+            assert [m["state"] for m in client.get_model_repository_index()] == ["UNAVAILABLE", "READY", "READY"]
+            gclient.load_model("adder")
+            assert answers_on_fresh_connections(s, "adder") == {200}
+            gclient.unload_model("mlp")
+            assert answers_on_fresh_connections(s, "mlp") == {404}
+            # a worker that dies is replaced with the models the others serve: mlp stays unloaded
+            victim = worker_pids(s)[0]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while len(worker_pids(s)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(worker_pids(s)) == 3, s.output()
+            time.sleep(0.5)
+            assert answers_on_fresh_connections(s, "mlp", times=12) == {404}
+            assert answers_on_fresh_connections(s, "adder", times=12) == {200}
+            client.load_model("mlp")  # and the new worker follows changes too
+            assert answers_on_fresh_connections(s, "mlp", times=12) == {200}
         finally:
             client.close()
             gclient.close()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from fastseldon import registry as registry_mod
 from fastseldon import v2_protocol as v2
-from fastseldon.errors import BadRequest, NotFound, NotSupported
+from fastseldon.errors import BadRequest, NotFound, NotSupported, Unavailable
 from fastseldon.proto import grpc_service_pb2 as pb
-from fastseldon.registry import Entry, ModelRegistry, Repository
+from fastseldon.registry import Entry, ModelRegistry, Repository, SharedState
 from fastseldon.settings import ONNX_CLASS, UnitSettings
 
 BASE = UnitSettings(interface_name="repository", model_name="repository", max_batch_size=8, max_batch_time_ms=2.0)
@@ -142,7 +147,7 @@ class FakeApp:
         self.released = True
 
 
-def registry_with(loads: list[str], fail: set[str] | None = None, refuse: str = "") -> ModelRegistry:
+def registry_with(loads: list[str], fail: set[str] | None = None, shared: SharedState | None = None) -> ModelRegistry:
     """A registry over models 'a' and 'b' whose loader makes FakeApps (or fails for names in ``fail``)."""
     counter = iter(range(100))
 
@@ -156,7 +161,7 @@ def registry_with(loads: list[str], fail: set[str] | None = None, refuse: str = 
         return Entry(name, BASE) if name in ("a", "b", "c") else None
 
     return ModelRegistry([Entry("a", BASE, app=FakeApp("a-start")), Entry("b", BASE, app=FakeApp("b-start"))],
-                         loader=loader, find=find, refuse=refuse)
+                         loader=loader, find=find, shared=shared)
 
 
 def test_get_answers_the_loaded_app_and_404_otherwise():
@@ -196,14 +201,77 @@ def test_a_failed_load_keeps_the_old_app_serving_or_records_why():
     assert registry.index()[-1] == {"name": "c", "state": "UNAVAILABLE", "reason": "load failed: c is broken"}
 
 
-def test_unknown_names_are_404_before_any_refusal():
-    registry = registry_with([], refuse="with --workers 2 ...")
+def test_unknown_names_are_404():
+    registry = registry_with([])
     for action in (registry.load, registry.unload):
         with pytest.raises(NotFound, match="no such model"):
             asyncio.run(action("zz"))
-        with pytest.raises(NotSupported, match="Cannot .*load model 'a': with --workers 2"):
-            asyncio.run(action("a"))
     assert registry.get("a").label == "a-start"
+
+
+# --------------------------------------------------------------------------- every worker follows (--workers N)
+
+
+def two_workers(tmp_path: Path, fail_in_b: set[str] | None = None) -> tuple[ModelRegistry, ModelRegistry, list[str]]:
+    """Two registries sharing one state folder, as two workers of a server (this process and its
+    parent stand in for their process ids: both are alive)."""
+    loads_b: list[str] = []
+    a = registry_with([], shared=SharedState(tmp_path, worker=os.getpid()))
+    b = registry_with(loads_b, fail=fail_in_b, shared=SharedState(tmp_path, worker=os.getppid()))
+    for worker in (a, b):
+        assert worker.shared is not None
+        worker.applied = 0
+        worker.shared.ack(0, {})
+    return a, b, loads_b
+
+
+async def following(worker: ModelRegistry, action: Any) -> None:
+    """Run ``action`` while ``worker`` syncs as a worker's flush does (here every 10 ms)."""
+    async def follow() -> None:
+        while True:
+            await worker.sync()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.ensure_future(follow())
+    try:
+        await action
+    finally:
+        task.cancel()
+
+
+def test_a_change_is_answered_once_every_worker_applied_it(tmp_path):
+    a, b, loads_b = two_workers(tmp_path)
+    asyncio.run(following(b, a.unload("a")))
+    with pytest.raises(NotFound, match="not loaded"):
+        b.get("a")
+    asyncio.run(following(b, a.load("a")))
+    assert loads_b == ["a"] and b.get("a").label.startswith("a")
+    asyncio.run(following(a, b.load("c")))  # either worker may take the request
+    assert a.get("c") and b.get("c") and a.applied == b.applied == 3
+
+
+def test_a_worker_that_cannot_follow_a_load_is_reported(tmp_path):
+    a, b, _ = two_workers(tmp_path, fail_in_b={"c"})
+    with pytest.raises(BadRequest, match=f"in every worker: worker {os.getppid()}: Failed to load model 'c': c is broken"):
+        asyncio.run(following(b, a.load("c")))
+
+
+def test_a_worker_that_does_not_answer_makes_the_change_time_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry_mod, "SYNC_TIMEOUT", 0.3)
+    a, b, _ = two_workers(tmp_path)
+    with pytest.raises(Unavailable, match="did not follow within 0.3s"):
+        asyncio.run(a.unload("b"))  # b never syncs
+    assert not a.loaded_name("b") and b.loaded_name("b")
+
+
+def test_a_dead_workers_acknowledgement_is_not_waited_for(tmp_path):
+    a, _, _ = two_workers(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    SharedState(tmp_path, worker=dead.pid).ack(-1, {})
+    (tmp_path / f"ack-{os.getppid()}.json").unlink()
+    asyncio.run(a.unload("a"))
+    assert not (tmp_path / f"ack-{dead.pid}.json").exists()
 
 
 def test_a_fixed_registry_refuses_loads_and_unloads():
