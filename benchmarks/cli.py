@@ -1,7 +1,7 @@
 """`python -m benchmarks run|report|list`: the harness's command line.
 
     python -m benchmarks run [--scenario NAME ...] [--duration S] [--concurrency 1,16,64]
-                             [--servers fastseldon,seldon-core,mlserver,ceiling] [--out DIR]
+                             [--servers fastseldon,seldon-core,mlserver,kserve,bentoml,ceiling] [--out DIR]
     python -m benchmarks run --smoke      # a few seconds: fastseldon and the ceilings only
     python -m benchmarks run --baseline-rev da070a3   # the working tree against fastseldon at da070a3
     python -m benchmarks report DIR       # re-render report.md and the plots from DIR/results.json
@@ -40,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start servers, verify, load them, write results, report and plots")
     run.add_argument("--scenario", nargs="+", metavar="NAME", help="scenario names or prefixes; 'all' adds the cost model")
-    run.add_argument("--servers", type=_names, help="comma list; 'ceiling' = all three ceilings, 'graph' = the three "
+    run.add_argument("--servers", type=_names, help="comma list; 'ceiling' = the ceilings and the Python floor, 'graph' = the three "
                      "graph servers, 'fastseldon@REV' = fastseldon at git revision REV (default "
-                     "fastseldon,seldon-core,mlserver,ceiling, plus graph when a graph scenario is chosen; smoke: "
+                     "fastseldon,seldon-core,mlserver,kserve,bentoml,ceiling, plus graph when a graph scenario is chosen; smoke: "
                      "fastseldon,ceiling; with --baseline-rev: fastseldon)")
     run.add_argument("--baseline-rev", action="append", metavar="REV", default=[],
                      help="also run fastseldon@REV (any git revision: exported and built once under "
@@ -84,7 +84,7 @@ def _config(args: argparse.Namespace) -> runner.RunConfig:
     elif args.baseline_rev:
         names = ["fastseldon"]
     else:
-        names = ["fastseldon", "ceiling"] if smoke else ["fastseldon", "seldon-core", "mlserver", "ceiling"]
+        names = ["fastseldon", "ceiling"] if smoke else ["fastseldon", "seldon-core", "mlserver", "kserve", "bentoml", "ceiling"]
         if any(s.model == "graph" for s in chosen):
             names = ["graph"] if all(s.model == "graph" for s in chosen) else [*names, "graph"]
     names += [rev if rev.startswith("fastseldon@") else f"fastseldon@{rev}" for rev in args.baseline_rev]

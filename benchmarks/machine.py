@@ -56,6 +56,8 @@ def machine_info(server_cpus: set[int], client_cpus: set[int]) -> dict:
             "seldon-core": baseline_version("seldon-core", "seldon-core") or "not installed",
             "mlserver": baseline_version("mlserver", "mlserver") or "not installed",
             "mlserver-uvloop": baseline_version("mlserver", "uvloop") or "-",
+            "kserve": baseline_version("kserve", "kserve") or "not installed",
+            "bentoml": baseline_version("bentoml", "bentoml") or "not installed",
             **tool_versions(),
         },
     }
@@ -69,5 +71,6 @@ def describe(info: dict) -> str:
         f"{info['memory_gib']} GiB, Linux {info['kernel']}, Python {info['python']}; "
         f"server pinned to CPU {info['server_cpus']}, load generators to CPU {info['client_cpus']}; "
         f"load average at start {info['loadavg']}. fastseldon {v['fastseldon']}, seldon-core {v['seldon-core']}, "
-        f"MLServer {v['mlserver']} (uvloop {v['mlserver-uvloop']}), {v['wrk']}, {v['h2load']}."
+        f"MLServer {v['mlserver']} (uvloop {v['mlserver-uvloop']}), KServe {v.get('kserve', '-')}, "
+        f"BentoML {v.get('bentoml', '-')}, {v['wrk']}, {v['h2load']}."
     )

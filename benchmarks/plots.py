@@ -12,6 +12,7 @@ from benchmarks.report import _order
 COLOURS = {
     "fastseldon": "#d62728", "seldon-core": "#1f77b4", "mlserver": "#2ca02c",
     "ceiling-http": "#7f7f7f", "grpc-echo-threaded": "#8c564b", "grpc-echo-aio": "#bcbd22",
+    "kserve": "#ff7f0e", "bentoml": "#9edae5", "python-floor": "#c7c7c7",
 }
 
 

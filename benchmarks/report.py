@@ -5,7 +5,8 @@ from benchmarks import graphs
 from benchmarks.machine import describe
 from benchmarks.scenarios import BY_NAME
 
-ORDER = ["fastseldon", "seldon-core", "mlserver", "ceiling-http", "grpc-echo-threaded", "grpc-echo-aio",
+ORDER = ["fastseldon", "seldon-core", "mlserver", "kserve", "bentoml", "ceiling-http", "python-floor",
+         "grpc-echo-threaded", "grpc-echo-aio",
          *graphs.SERVER_NAMES.values()]
 
 
@@ -77,8 +78,8 @@ def _targets(results: dict) -> list[str]:
     all_rows = [r for r in results["ratios"] if r["minimum"] is not None]
     rows = [r for r in all_rows if covered(results, r)]
     if not rows:
-        return ["## Targets (issue 5)", "", "This run's scenarios and servers cover none of the targets.", ""]
-    out = ["## Targets (issue 5)", "",
+        return ["## Targets (issues 5 and 18)", "", "This run's scenarios and servers cover none of the targets.", ""]
+    out = ["## Targets (issues 5 and 18)", "",
            "| target | fastseldon scenario | fastseldon req/s | baseline (scenario) | baseline req/s | ratio | target | status |",
            "|---|---|---:|---|---:|---:|---:|---|"]
     for r in rows:

@@ -93,22 +93,27 @@ class Target:
         return self.baseline_scenario or self.scenario
 
 
-# The targets of issue 5 (one server process each). MLServer speaks only V2, so fastseldon's
-# Seldon scenarios are compared with MLServer's V2 scenario carrying the same numbers.
+# The targets of issues 5 and 18 (one server process each); where issue 18 raised one of issue 5's,
+# the higher one is here. MLServer and KServe speak only V2, so fastseldon's Seldon scenarios are
+# compared with their V2 scenario carrying the same numbers; Seldon Core speaks only Seldon's
+# protocol, so fastseldon's V2 scenarios are compared with its Seldon scenario of the same size.
 TARGETS: tuple[Target, ...] = (
-    Target("REST 1x10 vs Seldon Core", "seldon-rest-ndarray-1x10", "seldon-core", 20),
-    Target("REST 1x10 vs MLServer", "seldon-rest-ndarray-1x10", "mlserver", 8, "v2-rest-json-fp64-1x10"),
-    Target("REST 1x10 vs httptools ceiling", "seldon-rest-ndarray-1x10", "ceiling-http", 0.40),
+    Target("REST 1x10 vs Seldon Core", "seldon-rest-ndarray-1x10", "seldon-core", 30),
+    Target("REST 1x10 vs MLServer", "seldon-rest-ndarray-1x10", "mlserver", 10, "v2-rest-json-fp64-1x10"),
+    Target("REST 1x10 vs httptools ceiling", "seldon-rest-ndarray-1x10", "ceiling-http", 0.50),
     Target("REST 1x10 tensor vs Seldon Core", "seldon-rest-tensor-1x10", "seldon-core", 20),
     Target("REST 1x10000 vs Seldon Core", "seldon-rest-ndarray-1x10000", "seldon-core", 30),
     Target("REST 1x10000 vs MLServer", "seldon-rest-ndarray-1x10000", "mlserver", 4, "v2-rest-json-fp64-1x10000"),
     Target("REST 1x10000 tensor vs Seldon Core", "seldon-rest-tensor-1x10000", "seldon-core", 30),
-    Target("gRPC 1x10 vs Seldon Core", "seldon-grpc-tensor-1x10", "seldon-core", 3),
-    Target("gRPC 1x10 vs best grpcio echo", "seldon-grpc-tensor-1x10", "grpc-echo-best", 0.80),
+    Target("gRPC 1x10 vs Seldon Core", "seldon-grpc-tensor-1x10", "seldon-core", 4),
+    Target("gRPC 1x10 vs threaded grpcio echo", "seldon-grpc-tensor-1x10", "grpc-echo-threaded", 0.80),
     Target("gRPC 1x10000 vs Seldon Core", "seldon-grpc-tensor-1x10000", "seldon-core", 10),
     Target("gRPC 1x10000 vs MLServer", "seldon-grpc-tensor-1x10000", "mlserver", 2, "v2-grpc-raw-fp64-1x10000"),
-    Target("V2 REST 1x10 vs MLServer", "v2-rest-json-fp64-1x10", "mlserver", 8),
+    Target("V2 REST 1x10 vs httptools ceiling", "v2-rest-json-fp64-1x10", "ceiling-http", 0.50),
+    Target("V2 REST 1x10 vs Seldon Core", "v2-rest-json-fp64-1x10", "seldon-core", 30, "seldon-rest-ndarray-1x10"),
+    Target("V2 REST 1x10 vs MLServer", "v2-rest-json-fp64-1x10", "mlserver", 10),
     Target("V2 REST 1x10000 vs MLServer", "v2-rest-json-fp64-1x10000", "mlserver", 4),
+    Target("V2 gRPC 1x10 vs KServe", "v2-grpc-raw-fp64-1x10", "kserve", 3),
     Target("V2 gRPC 1x10000 vs MLServer", "v2-grpc-raw-fp64-1x10000", "mlserver", 2),
 )
 

@@ -57,14 +57,20 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("seldon-core", "baseline", frozenset({SELDON_REST, SELDON_GRPC})),
         # MLServer 1.7.1's REST front has no binary-data extension (only its batch client does).
         ServerSpec("mlserver", "baseline", frozenset({V2_REST, V2_GRPC}), unsupported=frozenset({"binary"})),
+        # KServe 0.21's python model server: V2 only (REST and gRPC); its REST binary extension is not measured here.
+        ServerSpec("kserve", "baseline", frozenset({V2_REST, V2_GRPC}), unsupported=frozenset({"binary"})),
+        # BentoML 1.4 speaks its own JSON API: the service declares the Seldon and V2 JSON routes (models/bentoml_service.py).
+        ServerSpec("bentoml", "baseline", frozenset({SELDON_REST, V2_REST}), unsupported=frozenset({"binary"})),
         ServerSpec("ceiling-http", "ceiling", frozenset({SELDON_REST, V2_REST}), echo=True),
+        # The Python floor: Seldon's semantics in a minimal handler on the ceiling's stack (floor_http.py).
+        ServerSpec("python-floor", "ceiling", frozenset({SELDON_REST, V2_REST}), unsupported=frozenset({"binary"})),
         ServerSpec("grpc-echo-threaded", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
         ServerSpec("grpc-echo-aio", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
         # The graph scenarios (graphs.py): the chain's model alone, the chain in one process, the chain all remote.
         *(ServerSpec(name, "graph", frozenset({SELDON_REST}), graph=layout) for layout, name in graphs.SERVER_NAMES.items()),
     )
 }
-GROUPS = {"ceiling": ["ceiling-http", "grpc-echo-threaded", "grpc-echo-aio"], "graph": list(graphs.SERVER_NAMES.values())}
+GROUPS = {"ceiling": ["ceiling-http", "python-floor", "grpc-echo-threaded", "grpc-echo-aio"], "graph": list(graphs.SERVER_NAMES.values())}
 
 
 def revision_server(rev: str) -> ServerSpec:
@@ -81,7 +87,7 @@ def revision_server(rev: str) -> ServerSpec:
 
 
 def expand(names: list[str]) -> list[str]:
-    """Server names from --servers: `ceiling` stands for all three ceilings, `fastseldon@REV` for a revision."""
+    """Server names from --servers: `ceiling` stands for the three ceilings and the Python floor, `fastseldon@REV` for a revision."""
     out: list[str] = []
     for name in names:
         for one in GROUPS.get(name, [name]):
@@ -201,6 +207,22 @@ def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set
         env.pop("PYTHONPATH")
         notes.append("parallel_workers=0 (inference in the server process)" if workers == 1
                      else f"parallel_workers={workers} (one HTTP/gRPC front, {workers} inference processes)")
+    elif spec.name == "kserve":
+        workdir = _model_dir(model, "kserve_model.py")
+        cmd = [str(_baseline_exe("kserve", "python")), "kserve_model.py", "--http_port", str(http_port),
+               "--grpc_port", str(grpc_port), "--workers", str(workers), "--model_name", MODEL_NAME,
+               "--enable_latency_logging", "false", "--configure_logging", "false", "--cost_us", str(cost_us)]
+        env.pop("PYTHONPATH")
+        notes.append("latency logging and logging set-up off (no line per request)")
+    elif spec.name == "bentoml":
+        workdir = _model_dir(model, "bentoml_service.py")
+        cmd = [str(_baseline_exe("bentoml", "bentoml")), "serve", "bentoml_service:Bench", "--host", "127.0.0.1",
+               "--port", str(http_port)]
+        env.pop("PYTHONPATH")
+        env.update(BENCH_COST_US=str(cost_us), BENCH_WORKERS=str(workers), BENTOML_DO_NOT_TRACK="true")
+        notes.append("access log off; Seldon and V2 JSON routes declared as BentoML APIs")
+    elif spec.name == "python-floor":
+        cmd = [sys.executable, "-m", "benchmarks.floor_http", "--port", str(http_port), "--workers", str(workers)]
     elif spec.name == "ceiling-http":
         cmd = [sys.executable, "-m", "benchmarks.ceiling_http", "--port", str(http_port), "--workers", str(workers)]
     elif spec.name.startswith("grpc-echo-"):

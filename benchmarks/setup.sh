@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the benchmark harness needs, outside the project's own environment.
 #
-#   bash benchmarks/setup.sh [tools] [plots] [seldon-core] [mlserver] [profile]   (no argument: all)
+#   bash benchmarks/setup.sh [tools] [plots] [seldon-core] [mlserver] [kserve] [bentoml] [profile]   (no argument: all)
 #
 # tools        wrk (HTTP/1.1 keep-alive load) and h2load (gRPC load over HTTP/2), from Debian.
 # plots        benchmarks/requirements.txt (matplotlib, requests, pyyaml) into the *current* Python: the harness
@@ -13,6 +13,8 @@
 #              current event loop in thread 'MainThread'". uvloop is pinned below 0.22 there
 #              (MLSERVER_UVLOOP); with one worker the harness runs it with parallel_workers=0
 #              (inference in the server process, one process like the other servers).
+# kserve       kserve==0.21.0 (its python model server: FastAPI/uvicorn REST, grpc.aio gRPC) in its own venv.
+# bentoml      bentoml==1.4.40 in its own venv.
 # profile      py-spy in its own venv, for `python -m benchmarks profile`.
 #
 # Venvs live under $FASTSELDON_BENCH_CACHE (default: .bench-cache/ at the repository root).
@@ -24,10 +26,12 @@ CACHE="${FASTSELDON_BENCH_CACHE:-$ROOT/.bench-cache}"
 SELDON_VERSION="1.19.0"
 MLSERVER_VERSION="1.7.1"
 MLSERVER_UVLOOP="${MLSERVER_UVLOOP:-uvloop<0.22}"
+KSERVE_VERSION="0.21.0"
+BENTOML_VERSION="1.4.40"
 PY="${PYTHON:-python3}"
 
 steps=("$@")
-[ "${#steps[@]}" -eq 0 ] && steps=(tools plots seldon-core mlserver profile)
+[ "${#steps[@]}" -eq 0 ] && steps=(tools plots seldon-core mlserver kserve bentoml profile)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -75,12 +79,20 @@ for step in "${steps[@]}"; do
         make_venv "$CACHE/mlserver" "$PY" "mlserver==$MLSERVER_VERSION" "$MLSERVER_UVLOOP" numpy
         echo "mlserver: $CACHE/mlserver/bin/mlserver"
         ;;
+    kserve)
+        make_venv "$CACHE/kserve" "$PY" "kserve==$KSERVE_VERSION" numpy
+        echo "kserve: $CACHE/kserve/bin/python (models/kserve_model.py)"
+        ;;
+    bentoml)
+        make_venv "$CACHE/bentoml" "$PY" "bentoml==$BENTOML_VERSION" numpy
+        echo "bentoml: $CACHE/bentoml/bin/bentoml"
+        ;;
     profile)
         make_venv "$CACHE/tools" "$PY" py-spy
         echo "profile: $CACHE/tools/bin/py-spy"
         ;;
     *)
-        echo "unknown step: $step (tools, plots, seldon-core, mlserver, profile)" >&2
+        echo "unknown step: $step (tools, plots, seldon-core, mlserver, kserve, bentoml, profile)" >&2
         exit 2
         ;;
     esac
