@@ -469,3 +469,18 @@ def test_no_engine_points_the_predictor_service_at_the_single_unit():
     doc["spec"]["predictors"][0]["annotations"] = {"seldon.io/no-engine": "true"}
     with pytest.raises(SpecError, match="one node"):
         k8s.render(doc)
+
+
+def test_the_executor_image_runs_fastseldon_graph_on_this_versions_builder():
+    """s2i/executor/Dockerfile: the rendered executor container has only arguments, so the image's
+    entrypoint must be `fastseldon graph`; built on the CPU builder of this version."""
+    from pathlib import Path
+
+    from fastseldon import __version__
+
+    text = (Path(__file__).resolve().parents[2] / "s2i" / "executor" / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    entry = [json.loads(line.split(None, 1)[1]) for line in lines if line.startswith("ENTRYPOINT")]
+    assert entry == [["/opt/app-root/bin/fastseldon", "graph"]]
+    assert f"ARG BUILDER_IMAGE=fastseldon/s2i-cpu:{__version__}" in lines
+    assert k8s.default_image() == f"fastseldon/executor:{__version__}"
