@@ -7,6 +7,10 @@ For float64 arrays of 1x10, 1x1000, 1x10000 and 100x1000 it times, per call:
   JSON encode   codec.dumps vs json.dumps(tolist) and orjson.dumps(tolist)
   proto decode  codec.decode_seldon_message vs SeldonMessage.FromString+np.array(values)
   proto encode  codec.encode_seldon_message vs filling SeldonMessage + SerializeToString
+  V2 FP32 JSON decode  codec.parse_v2_json vs orjson.loads+np.array(float32), on the body a
+                client writes from float32 values (tolist(): their float64 expansions)
+  V2 FP32 JSON encode  codec.dumps of the V2 reply (shortest float32 text) vs orjson.dumps of
+                the reply with tolist() data (float64 expansions, as before issue 18)
 and prints the ratios with the targets of the native-codec issue beside them. Times are
 the best of --repeat runs of loops lasting at least --min-time seconds each (the best is
 the least disturbed by other processes on the machine). Every codec result is checked
@@ -90,7 +94,30 @@ def run(repeat: int, min_time: float) -> dict:
         assert np.array_equal(np.array(json.loads(codec.dumps(reply))["data"]["ndarray"]), arr)
 
         results[label] = _time_shape(arr, body, proto, reply, head, repeat, min_time)
+        results[label].update(_time_v2_fp32(arr.astype(np.float32), repeat, min_time))
     return results
+
+
+def _v2_fp32_reply(data: object) -> dict:
+    return {"model_name": "m", "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 1], "data": data}]}
+
+
+def _time_v2_fp32(arr: np.ndarray, repeat: int, min_time: float) -> dict:
+    """V2 JSON with FP32 data, both directions, against orjson."""
+    flat = arr.ravel()
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": list(arr.shape), "datatype": "FP32", "data": flat.tolist()}]})
+    decoded = codec.parse_v2_json(body)["inputs"][0]["data"]
+    assert decoded.dtype == np.float32 and np.array_equal(decoded, arr)
+    back = np.array(json.loads(codec.dumps(_v2_fp32_reply(codec.v2_json_data(arr))))["outputs"][0]["data"], dtype=np.float32)
+    assert np.array_equal(back, flat)
+    return {
+        "v2_decode": best_time(lambda: codec.parse_v2_json(body), repeat, min_time),
+        "v2_decode_orjson": best_time(
+            lambda: np.array(orjson.loads(body)["inputs"][0]["data"], dtype=np.float32).reshape(arr.shape), repeat, min_time
+        ),
+        "v2_encode": best_time(lambda: codec.dumps(_v2_fp32_reply(codec.v2_json_data(arr))), repeat, min_time),
+        "v2_encode_orjson": best_time(lambda: orjson.dumps(_v2_fp32_reply(flat.tolist())), repeat, min_time),
+    }
 
 
 def _time_shape(arr: np.ndarray, body: bytes, proto: bytes, reply: dict, head: pb.SeldonMessage, repeat: int, min_time: float) -> dict:
@@ -147,6 +174,11 @@ def report(results: dict) -> list[str]:
             f"{label:>9} | {'proto encode':<13} | {_us(t['proto_encode'])} | {'':>10} {'':>7} | {'':>10} {'':>7} | "
             f"{_us(t['proto_encode_pb'])} {t['proto_encode_pb'] / t['proto_encode']:6.1f}x"
         )
+        for key, name in (("v2_decode", "V2 FP32 dec"), ("v2_encode", "V2 FP32 enc")):
+            lines.append(
+                f"{label:>9} | {name:<13} | {_us(t[key])} | {'':>10} {'':>7} | {_us(t[key + '_orjson'])} "
+                f"{t[key + '_orjson'] / t[key]:6.1f}x | {'':>10} {'':>7}"
+            )
     big, small = results["1x10000"], results["1x10"]
     checks = [
         ("JSON decode 1x10000 vs json.loads+np.array", big["json_decode_json"] / big["json_decode"], ">= 5x", 5.0),
