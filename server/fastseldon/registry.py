@@ -93,7 +93,7 @@ class ModelRegistry:
     def known(self, name: str) -> bool:
         return name in self.entries
 
-    def loaded_name(self, name: str) -> bool:
+    def is_loaded(self, name: str) -> bool:
         entry = self.entries.get(name)
         return entry is not None and entry.app is not None
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 SERVER_NAME = "fastseldon"
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
+# MLServer's own repository service: the same three calls, with messages wire-compatible with Triton's
+MLSERVER_REPOSITORY = "/inference.model_repository.ModelRepositoryService/"
 
 # Triton's extensions this server does not offer: gRPC method -> the extension's name
 UNSUPPORTED_GRPC = {
@@ -424,9 +426,10 @@ class V2Models:
         if not repository:
             return
         methods[GRPC_SERVICE + "ModelStatistics"] = self.grpc_stats
-        methods[GRPC_SERVICE + "RepositoryIndex"] = self.grpc_index
-        methods[GRPC_SERVICE + "RepositoryModelLoad"] = self.grpc_load
-        methods[GRPC_SERVICE + "RepositoryModelUnload"] = self.grpc_unload
+        for service in (GRPC_SERVICE, MLSERVER_REPOSITORY):
+            methods[service + "RepositoryIndex"] = self.grpc_index
+            methods[service + "RepositoryModelLoad"] = self.grpc_load
+            methods[service + "RepositoryModelUnload"] = self.grpc_unload
         for method, extension in UNSUPPORTED_GRPC.items():
             methods[GRPC_SERVICE + method] = V2Endpoints._unsupported_grpc(method, extension)
 
@@ -440,7 +443,7 @@ class V2Models:
 
     def grpc_model_ready(self, body: bytes) -> bytes:
         name = v2.grpc_model_name(body)
-        if self.registry.known(name) and not self.registry.loaded_name(name):
+        if self.registry.known(name) and not self.registry.is_loaded(name):
             return pb.ModelReadyResponse(ready=False).SerializeToString()  # unloaded: not ready, as Triton answers
         return self.registry.get(name).grpc_methods[GRPC_SERVICE + "ModelReady"](body)
 

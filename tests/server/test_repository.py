@@ -254,6 +254,23 @@ def test_unload_and_load_over_grpc(server, grpc_client):
     np.testing.assert_allclose(infer_grpc(grpc_client, "mlp"), MLP.reference(X), rtol=1e-5)
 
 
+def test_mlservers_repository_service_unloads_and_loads_too(server, grpc_client):
+    from fastseldon.proto import grpc_service_pb2 as pb
+
+    service = "/inference.model_repository.ModelRepositoryService/"
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        def call(method, request, reply):
+            return channel.unary_unary(service + method, request_serializer=lambda m: m.SerializeToString(),
+                                       response_deserializer=reply.FromString)(request, timeout=30)
+
+        call("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="adder"), pb.RepositoryModelUnloadResponse)
+        assert grpc_client.is_model_ready("adder") is False
+        states = call("RepositoryIndex", pb.RepositoryIndexRequest(ready=True), pb.RepositoryIndexResponse)
+        assert [m.name for m in states.models] == ["doubler", "mlp"]
+        call("RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="adder"), pb.RepositoryModelLoadResponse)
+    np.testing.assert_allclose(infer_grpc(grpc_client, "adder"), X + 10)
+
+
 def test_load_imports_the_model_again_from_disk(server, http_client, repo):
     source = repo / "doubler" / "MyModel.py"
     try:

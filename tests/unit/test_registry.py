@@ -176,7 +176,7 @@ def test_unload_then_load_replaces_the_app_and_the_index_follows():
     registry = registry_with(loads)
     first = registry.get("a")
     asyncio.run(registry.unload("a"))
-    assert first.released and not registry.loaded_name("a") and registry.known("a")
+    assert first.released and not registry.is_loaded("a") and registry.known("a")
     with pytest.raises(NotFound, match="'a' is not loaded \\(unloaded\\)"):
         registry.get("a")
     assert registry.index() == [{"name": "a", "state": "UNAVAILABLE", "reason": "unloaded"}, {"name": "b", "state": "READY"}]
@@ -261,7 +261,7 @@ def test_a_worker_that_does_not_answer_makes_the_change_time_out(tmp_path, monke
     a, b, _ = two_workers(tmp_path)
     with pytest.raises(Unavailable, match="did not follow within 0.3s"):
         asyncio.run(a.unload("b"))  # b never syncs
-    assert not a.loaded_name("b") and b.loaded_name("b")
+    assert not a.is_loaded("b") and b.is_loaded("b")
 
 
 def test_a_dead_workers_acknowledgement_is_not_waited_for(tmp_path):
