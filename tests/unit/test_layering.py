@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "server" / "fastseldon"
 
 FRONTS = {"fastseldon.http", "fastseldon.grpc", "fastseldon.workers"}
 ADAPTERS = {"fastseldon.seldon_protocol", "fastseldon.v2_protocol"}
-ROUTES = {"fastseldon.app", "fastseldon.seldon_routes", "fastseldon.v2_routes", "fastseldon.graph.app"}
+ROUTES = {"fastseldon.app", "fastseldon.seldon_routes", "fastseldon.v2_routes", "fastseldon.graph.app", "fastseldon.registry"}
 
 # module -> what it must not import (directly, at any level of the file)
 RULES = {
