@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 BytesHandler = Callable[[bytes], bytes]
 
 
+def with_metadata(fn: Callable[[bytes, dict[str, str]], bytes]) -> Callable[[bytes, dict[str, str]], bytes]:
+    """Mark a handler that also takes the call's metadata (``{key: value}``, keys lower case)."""
+    fn.wants_metadata = True  # type: ignore[attr-defined]
+    return fn
+
+
 class MethodTable(grpc.GenericRpcHandler):
     """The methods a server answers; ``replace`` swaps them while it serves (start-up table -> the app's).
 
@@ -51,16 +57,21 @@ class MethodTable(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._methods.get(handler_call_details.method)
 
-    def _unary(self, name: str, fn: BytesHandler) -> grpc.RpcMethodHandler:
+    def _unary(self, name: str, fn: Any) -> grpc.RpcMethodHandler:
         table = self
+        wants_metadata = getattr(fn, "wants_metadata", False)
 
         def behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:  # it waited for a thread past its deadline: don't start it
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started")
             token = activity.begin(name) if table.pool is None else -1
+            call = fn
+            if wants_metadata:
+                metadata = {str(k).lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+                call = lambda body: fn(body, metadata)  # noqa: E731
             try:
-                reply = fn(request) if table.pool is None else table._bounded(name, fn, request, remaining)
+                reply = call(request) if table.pool is None else table._bounded(name, call, request, remaining)
                 table.served += 1
                 return reply
             except FastSeldonError as exc:

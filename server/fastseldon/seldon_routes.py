@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastseldon import codec, openapi
+from fastseldon import grpc as grpc_front
 from fastseldon import seldon_protocol as sp
 from fastseldon.errors import BadRequest, FastSeldonError, NotSupported
 from fastseldon.http import JSON, TEXT, Request, Response, Router
@@ -175,10 +176,10 @@ REST_MODEL_PATHS = (*(p for paths in REST_UNIT_ROUTES for p in paths), "/aggrega
 
 
 class SeldonModels:
-    """Seldon's REST routes in a server of several models (``--repository``): a request names its
+    """Seldon's routes in a server of several models (``--repository``): a REST request names its
     model with a ``Seldon-Model`` header (Seldon Core 2's) on the usual path, or with a
-    ``/models/{name}`` prefix before it; that model's own handlers answer. Seldon's gRPC services
-    have no field for a model name, so they answer UNIMPLEMENTED saying what to use instead."""
+    ``/models/{name}`` prefix before it, a gRPC call with ``seldon-model`` call metadata; that
+    model's own handlers answer."""
 
     def __init__(self, registry: ModelRegistry, router: Router, grpc_methods: dict[str, Any]):
         self.registry = registry
@@ -189,15 +190,21 @@ class SeldonModels:
         self.router.add(("GET", "POST"), REST_MODEL_PATHS, self.by_header)
         self.router.add(("GET",), ("/health/ping",), self.rest_ping)
         self.router.add_matcher(self.by_prefix)
-        refused = NotSupported("this server serves several models (--repository) and Seldon's gRPC messages cannot name "
-                               "one: use V2 gRPC (inference.GRPCInferenceService, by model_name), or Seldon REST with a "
-                               "Seldon-Model header or a /models/{name}/ path prefix")
-
-        def refuse(body: bytes) -> bytes:
-            raise refused
-
         for method in (*GRPC_UNIT_METHODS, *GRPC_FEEDBACK, *GRPC_AGGREGATE, *GRPC_METADATA, GRPC_GRAPH_METADATA):
-            self.grpc_methods[method] = refuse
+            self.grpc_methods[method] = self._grpc_by_metadata(method)
+
+    def _grpc_by_metadata(self, method: str) -> Callable[[bytes, dict[str, str]], bytes]:
+        registry = self.registry
+
+        @grpc_front.with_metadata
+        def handle(body: bytes, metadata: dict[str, str]) -> bytes:
+            name = metadata.get(MODEL_HEADER.decode())
+            if not name:
+                raise BadRequest(f"this server serves several models: name one with seldon-model call metadata; "
+                                 f"models: {sorted(registry.entries)}")
+            return registry.get(name).grpc_methods[method](body)
+
+        return handle
 
     async def rest_ping(self, request: Request) -> Response:
         return Response(200, b"pong", TEXT)

@@ -203,13 +203,32 @@ def test_a_seldon_request_that_names_no_model_is_400_listing_them(server):
     assert "Seldon-Model" in info and "/models/{name}/api/v1.0/predictions" in info and "mlp" in info
 
 
-def test_seldon_grpc_cannot_name_a_model_and_says_what_to_use(server):
+def seldon_grpc(server, name: str | None, x: np.ndarray = X):
+    from fastseldon.proto import prediction_pb2 as sp
+
+    request = sp.SeldonMessage()
+    request.data.tensor.shape.extend(x.shape)
+    request.data.tensor.values.extend(x.ravel().tolist())
     with grpc.insecure_channel(server.grpc_target) as channel:
-        predict = channel.unary_unary("/seldon.protos.Model/Predict", request_serializer=lambda b: b,
-                                      response_deserializer=lambda b: b)
-        with pytest.raises(grpc.RpcError) as err:
-            predict(b"", timeout=10)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "V2 gRPC" in err.value.details()
+        predict = channel.unary_unary("/seldon.protos.Model/Predict", request_serializer=sp.SeldonMessage.SerializeToString,
+                                      response_deserializer=sp.SeldonMessage.FromString)
+        reply = predict(request, metadata=[("seldon-model", name)] if name else None, timeout=10)
+    return np.array(reply.data.tensor.values).reshape(tuple(reply.data.tensor.shape))
+
+
+@pytest.mark.parametrize("name", ["doubler", "adder", "mlp"])
+def test_seldon_grpc_names_the_model_with_seldon_model_metadata(server, name):
+    np.testing.assert_allclose(seldon_grpc(server, name), expected(name, X), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "code", "needle"), [
+    (None, grpc.StatusCode.INVALID_ARGUMENT, "seldon-model call metadata"),
+    ("nope", grpc.StatusCode.NOT_FOUND, "'nope' is not served here"),
+])
+def test_seldon_grpc_without_a_known_model_says_which_there_are(server, name, code, needle):
+    with pytest.raises(grpc.RpcError) as err:
+        seldon_grpc(server, name)
+    assert err.value.code() == code and needle in err.value.details() and "doubler" in err.value.details()
 
 
 def test_repository_paths_check_their_method_and_shape(server):
@@ -233,6 +252,9 @@ def test_unload_and_load_over_http(server, http_client, repo):
         infer_http(http_client, "adder")
     assert err.value.status() == "404" and "not loaded" in err.value.message()
     assert seldon(server, "adder").status_code == 404
+    with pytest.raises(grpc.RpcError) as grpc_err:
+        seldon_grpc(server, "adder")
+    assert grpc_err.value.code() == grpc.StatusCode.NOT_FOUND
     np.testing.assert_allclose(infer_http(http_client, "doubler"), X * 2)  # the others serve on
     http_client.unload_model("adder")  # twice is fine, as in Triton
     http_client.load_model("adder")
