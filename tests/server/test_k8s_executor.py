@@ -82,37 +82,55 @@ def test_rendered_units_and_executor_answer_as_fastseldon_graph(tmp_path):
     engine = containers.pop(k8s.ENGINE)
     moved: dict[int, int] = {}  # rendered port -> a free one
     body = {"data": {"ndarray": [[1.0, 2.0, 3.0]]}}
+    unit_env = {}
+    for name, c in containers.items():
+        env = {e["name"]: e["value"] for e in c["env"]}
+        for key in ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT", "PREDICTIVE_UNIT_GRPC_SERVICE_PORT",
+                    "PREDICTIVE_UNIT_METRICS_SERVICE_PORT"):
+            moved[int(env[key])] = free_port()
+            env[key] = str(moved[int(env[key])])
+        unit_env[name] = env
+    env = {e["name"]: e["value"] for e in engine["env"]}
+    predictor = json.loads(base64.b64decode(env["ENGINE_PREDICTOR"]))
+    hosts = {}
+    for node in (predictor["graph"], *predictor["graph"]["children"]):
+        ep = node["endpoint"]
+        hosts[node["name"]] = ep["service_host"]
+        ep["service_host"] = "127.0.0.1"
+        for key in ("service_port", "httpPort", "grpcPort"):
+            ep[key] = moved[ep[key]]
+    assert hosts == {"scale": "localhost", "lin": "chain-main-lin.ml.svc.cluster.local"}
+    env["ENGINE_PREDICTOR"] = base64.b64encode(json.dumps(predictor).encode()).decode()
+    args = list(engine["args"])
+    http, grpc = free_port(), free_port()
+    args[args.index("--http_port") + 1] = str(http)
+    args[args.index("--grpc_port") + 1] = str(grpc)
+    base = f"http://127.0.0.1:{http}"
+
+    def start_unit(stack: ExitStack, name: str) -> None:
+        uenv = unit_env[name]
+        port = uenv["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"]
+        # the s2i run script's command line: the interface name, nothing else (env does the rest)
+        stack.enter_context(process(["serve", uenv["MODEL_NAME"]], uenv, tmp_path, f"http://127.0.0.1:{port}/health/status"))
+        reply = requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=5).json()
+        assert reply["meta"]["requestPath"] == {name: containers[name]["image"]}  # the unit's id and image
+
     with ExitStack() as stack:
-        for c in containers.values():
-            env = {e["name"]: e["value"] for e in c["env"]}
-            for key in ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT", "PREDICTIVE_UNIT_GRPC_SERVICE_PORT",
-                        "PREDICTIVE_UNIT_METRICS_SERVICE_PORT"):
-                moved[int(env[key])] = free_port()
-                env[key] = str(moved[int(env[key])])
-            http = env["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"]
-            # the s2i run script's command line: the interface name, nothing else (env does the rest)
-            stack.enter_context(process(["serve", env["MODEL_NAME"]], env, tmp_path,
-                                        f"http://127.0.0.1:{http}/health/status"))
-            reply = requests.post(f"http://127.0.0.1:{http}/predict", json=body, timeout=5).json()
-            assert reply["meta"]["requestPath"] == {env["PREDICTIVE_UNIT_ID"]: c["image"]}  # the unit's id and image
-        env = {e["name"]: e["value"] for e in engine["env"]}
-        predictor = json.loads(base64.b64decode(env["ENGINE_PREDICTOR"]))
-        hosts = {}
-        for node in (predictor["graph"], *predictor["graph"]["children"]):
-            ep = node["endpoint"]
-            hosts[node["name"]] = ep["service_host"]
-            ep["service_host"] = "127.0.0.1"
-            for key in ("service_port", "httpPort", "grpcPort"):
-                ep[key] = moved[ep[key]]
-        assert hosts == {"scale": "localhost", "lin": "chain-main-lin.ml.svc.cluster.local"}
-        env["ENGINE_PREDICTOR"] = base64.b64encode(json.dumps(predictor).encode()).decode()
-        args = list(engine["args"])
-        http, grpc = free_port(), free_port()
-        args[args.index("--http_port") + 1] = str(http)
-        args[args.index("--grpc_port") + 1] = str(grpc)
-        with process(["graph", *args], env, tmp_path, f"http://127.0.0.1:{http}/ready"):
-            got = requests.post(f"http://127.0.0.1:{http}/api/v1.0/predictions", json=body, timeout=10)
-            scraped = requests.get(f"http://127.0.0.1:{http}/prometheus", timeout=10)
+        start_unit(stack, "scale")
+        stack.enter_context(process(["graph", *args], env, tmp_path, base + "/live"))
+        # ready means the graph can answer: not while a remote unit does not accept connections
+        deadline = time.monotonic() + 30
+        while True:  # (the start-up router answers 503 too, until the graph is built)
+            not_yet = requests.get(base + "/ready", timeout=10)
+            if "not reachable" in not_yet.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert not_yet.status_code == 503 and "lin (http://127.0.0.1:" in not_yet.text, not_yet.text
+        assert "scale" not in not_yet.text  # that one is up
+        start_unit(stack, "lin")
+        assert requests.get(base + "/ready", timeout=10).status_code == 200
+        got = requests.post(base + "/api/v1.0/predictions", json=body, timeout=10)
+        scraped = requests.get(base + "/prometheus", timeout=10)
     assert scraped.status_code == 200 and 'seldon_api_executor_client_requests_seconds_count{' in scraped.text
     assert 'model_name="lin"' in scraped.text  # the executor called the remote unit, and counted it
     with running([str(tmp_path / "sdep.yaml"), "--source", str(tmp_path)], command="graph", cwd=tmp_path) as server:

@@ -63,9 +63,15 @@ def _endpoint_remotes(predictor: Predictor, given: dict[str, str]) -> dict[str, 
     return out
 
 
-def _with_metrics_route(build: Callable[[Any], Awaitable[Any]], path: str) -> Callable[[Any], Awaitable[Any]]:
-    """Add GET ``path`` answering the merged Prometheus metrics of every worker, on the REST port."""
-    from fastseldon.http import Request, Response
+def _with_executor_routes(build: Callable[[Any], Awaitable[Any]], prometheus_path: str | None,
+                          remotes: dict[str, str]) -> Callable[[Any], Awaitable[Any]]:
+    """Seldon's executor's routes on top of the graph's: GET ``prometheus_path`` answers the merged
+    Prometheus metrics of every worker on the REST port, and ``/ready`` also needs every remote
+    unit to accept connections (Seldon's executor checks its units' ports the same way)."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from fastseldon.http import TEXT, Request, Response
 
     def scrape() -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest
@@ -76,6 +82,15 @@ def _with_metrics_route(build: Callable[[Any], Awaitable[Any]], path: str) -> Ca
         registry.register(_Merged(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
         return bytes(generate_latest(registry))
 
+    async def reachable(url: str) -> bool:
+        parts = urlsplit(url)
+        try:
+            _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), 2.0)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        return True
+
     async def built(loop: Any) -> Any:
         app = await build(loop)
 
@@ -83,7 +98,18 @@ def _with_metrics_route(build: Callable[[Any], Awaitable[Any]], path: str) -> Ca
             app.flush()  # this worker's pending observations first
             return Response(200, await loop.run_in_executor(app.pool, scrape), b"text/plain; version=0.0.4")
 
-        app.router.add(("GET",), (path,), metrics)
+        async def ready(request: Request) -> Response:
+            names = sorted(remotes)
+            up = await asyncio.gather(*(reachable(remotes[n]) for n in names))
+            down = [f"{n} ({remotes[n]})" for n, ok in zip(names, up) if not ok]
+            if down:
+                return Response(503, f"not ready: units not reachable: {', '.join(down)}".encode(), TEXT)
+            return Response(200, b"ready", TEXT)
+
+        if prometheus_path:
+            app.router.add(("GET",), (prometheus_path,), metrics)
+        if remotes:
+            app.router.add(("GET",), ("/ready",), ready)
         return app
 
     return built
@@ -118,13 +144,13 @@ def main(argv: list[str]) -> int:
         args.http_port = 8000  # the executor's ports, as Seldon's operator sets them
     if args.grpc_port is None:
         args.grpc_port = 5001
+    from_engine = not args.interface_name  # ENGINE_PREDICTOR: as Seldon's executor
     try:
         _seldon_args(args)
         predictor, source = _predictor(args)
         remotes = parse_remotes(args.remote)
-        if not args.interface_name:
+        if from_engine:
             remotes = _endpoint_remotes(predictor, remotes)
-        if not args.interface_name:
             args.interface_name = "graph"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREDICTIVE_UNIT_")}
         server, _unit = from_args(args, env)
@@ -136,7 +162,7 @@ def main(argv: list[str]) -> int:
     setup(server.log_level, server.log_format)  # --log-format json applies to graphs too
     build: Callable[[Any], Awaitable[Any]] = partial(load_graph_app, server, predictor, source.resolve(), remotes,
                                                      seed=args.seed)
-    if args.prometheus_path:
-        build = _with_metrics_route(build, args.prometheus_path)
+    if from_engine or args.prometheus_path:
+        build = _with_executor_routes(build, args.prometheus_path, remotes if from_engine else {})
     label = f"graph {predictor.deployment or '-'}/{predictor.name} ({len(predictor.graph.walk())} nodes)"
     return serve(server, lambda loop: build(loop), label)

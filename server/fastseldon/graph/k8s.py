@@ -378,7 +378,7 @@ def _executor_container(p: _Predictor, image: str, predictor_b64: str, command: 
         "env": env,
         "ports": [{"name": "http", "containerPort": EXECUTOR_HTTP_PORT, "protocol": "TCP"},
                   {"name": "grpc", "containerPort": EXECUTOR_GRPC_PORT, "protocol": "TCP"}],
-        # the graph's /ready answers once every in-process unit has loaded; /live while loading
+        # /ready: every in-process unit has loaded and every remote one accepts connections; /live meanwhile
         "readinessProbe": _http_probe("/ready", "http", 5, 3),
         "livenessProbe": _http_probe("/live", "http", 30, 6),
         "resources": copy.deepcopy(orch.get("resources") or p.raw.get("engineResources") or EXECUTOR_RESOURCES),
