@@ -484,3 +484,12 @@ def test_the_executor_image_runs_fastseldon_graph_on_this_versions_builder():
     assert entry == [["/opt/app-root/bin/fastseldon", "graph"]]
     assert f"ARG BUILDER_IMAGE=fastseldon/s2i-cpu:{__version__}" in lines
     assert k8s.default_image() == f"fastseldon/executor:{__version__}"
+
+
+def test_a_graph_of_external_endpoints_gets_the_executor_in_its_own_deployment():
+    doc = sdep(unit("m", endpoint={"type": "REST", "service_host": "models.example", "service_port": 9000}),
+               containers=[])
+    objs = k8s.render(doc)
+    validate_all(objs)
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Deployment"] == ["demo-main-svc-orch"]
+    assert engine_predictor_of(objs)["graph"]["endpoint"]["service_host"] == "models.example"  # as given

@@ -552,7 +552,7 @@ def render_per_component(p: _Predictor, ports: _Ports, image: str) -> list[dict[
     if not p.no_engine:
         encoded = engine_predictor({**p.raw, "componentSpecs": user_components})  # with the endpoints filled in
         engine = _executor_container(p, image, encoded, None)
-        if p.separate:
+        if p.separate or not deployments:  # (no componentSpec: every node has an endpoint of its own)
             orch = short_name(f"{p.sdep}-{p.name}-svc-orch")
             _check_name("Deployment", orch)
             orch_pod: dict[str, Any] = {"containers": [engine]}
