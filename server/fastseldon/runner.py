@@ -62,13 +62,24 @@ class HookRunner:
             return await self.batcher.submit(call)  # sync and async predicts alike
         if hook.is_async:
             return await hook.fn(*call.args, **call.kwargs)
-        if hook.calls >= PROBE_CALLS and not hook.off_loop and hook.cost < self.inline_seconds:
-            try:
-                return hook.timed_call(*call.args, **call.kwargs)
-            finally:
-                if hook.last > self.inline_seconds:
-                    self._slow_on_loop(hook)
+        if self.may_inline(call):
+            return self.on_loop(call)
         return await self._pooled(call)
+
+    def may_inline(self, call: Call) -> bool:
+        """Whether this sync hook call runs right on the loop (cheap so far, never slow there, not batched)."""
+        hook = call.hook
+        return (hook.calls >= PROBE_CALLS and not hook.off_loop and hook.cost < self.inline_seconds
+                and not (call.batchable and self.batcher is not None and self.batcher.wants(call)))
+
+    def on_loop(self, call: Call) -> Any:
+        """A sync hook on the loop thread, watched for the call that is too slow to stay there."""
+        hook = call.hook
+        try:
+            return hook.timed_call(*call.args, **call.kwargs)
+        finally:
+            if hook.last > self.inline_seconds:
+                self._slow_on_loop(hook)
 
     def _slow_on_loop(self, hook: Hook) -> None:
         """A call on the loop took longer than the budget. Unless the scheduler explains it (the
@@ -116,19 +127,19 @@ class HookRunner:
         try:
             return await drive_async(steps, self.invoke)
         except Exception as exc:  # noqa: BLE001 - user code: 500 with its message, logged with the traceback
-            raise _ours(exc) from None
+            raise user_error(exc) from None
 
     def run_blocking(self, steps: Steps) -> Any:
         try:
             return drive_sync(steps, self.invoke_blocking)
         except Exception as exc:  # noqa: BLE001
-            raise _ours(exc) from None
+            raise user_error(exc) from None
 
 
 _user_errors = UserErrors(log)
 
 
-def _ours(exc: Exception) -> FastSeldonError:
+def user_error(exc: Exception) -> FastSeldonError:
     """Our errors pass; anything else came from user code and is logged before it becomes a 500."""
     if isinstance(exc, FastSeldonError):
         return exc

@@ -27,6 +27,14 @@ from fastseldon.user_model import Hook, UserModel, is_not_implemented, is_seldon
 log = logging.getLogger(__name__)
 
 METRIC_TYPES = ("COUNTER", "GAUGE", "TIMER")
+# endpoint -> the method label Seldon's metrics and tags use
+_METHODS = {"predict": "predict", "transform_input": "inputtransform", "transform_output": "outputtransform"}
+
+
+def _absent(endpoint: str, msg: Message) -> Any:
+    """What a data endpoint answers when the model has no hook for it: no prediction, or the input untouched."""
+    return [] if endpoint == "predict" else msg.payload
+
 METADATA_KEYS = {"name", "versions", "platform", "inputs", "outputs", "custom"}
 
 
@@ -101,6 +109,7 @@ class SeldonService:
             {settings.predictive_unit_id: settings.predictive_unit_image} if settings.predictive_unit_id else {}
         )
         self.metadata, self.metadata_error = self._build_metadata()
+        self.plain = self._plain_hooks()
 
     # -- which endpoints want the undecoded message
 
@@ -122,13 +131,13 @@ class SeldonService:
     # -- endpoints
 
     def predict(self, msg: Message) -> Steps:
-        return (yield from self._unit("predict", msg, "predict", lambda m: []))
+        return (yield from self._unit("predict", msg))
 
     def transform_input(self, msg: Message) -> Steps:
-        return (yield from self._unit("transform_input", msg, "inputtransform", lambda m: m.payload))
+        return (yield from self._unit("transform_input", msg))
 
     def transform_output(self, msg: Message) -> Steps:
-        return (yield from self._unit("transform_output", msg, "outputtransform", lambda m: m.payload))
+        return (yield from self._unit("transform_output", msg))
 
     def route(self, msg: Message) -> Steps:
         legacy = self._legacy("route", _wire(msg.raw))
@@ -301,12 +310,47 @@ class SeldonService:
 
     # -- shared pieces
 
+    # -- the plain path: one sync hook, nothing around it
+
+    def _plain_hooks(self) -> dict[str, Hook]:
+        """The data endpoints a caller may run without the step machinery: the endpoint has exactly one
+        hook, plain and sync, no legacy ``*_rest``/``*_grpc`` variant, and the model has no tags() or
+        metrics(). ``plain_reply`` then gives the very reply the steps would (same ``_assemble``)."""
+        if self.model.tags is not None or self.model.metrics is not None:
+            return {}
+        out = {}
+        for endpoint in ("predict", "transform_input", "transform_output"):
+            hooks: tuple[Hook, ...] = getattr(self.model, endpoint)
+            legacy = any(f"{endpoint}_{w}" in self.model.legacy for w in ("rest", "grpc"))
+            if len(hooks) == 1 and not hooks[0].raw and not hooks[0].is_async and not legacy:
+                out[endpoint] = hooks[0]
+        return out
+
+    def plain_call(self, endpoint: str, msg: Message) -> Call | None:
+        """The one hook call ``endpoint`` makes for ``msg``, when it is a plain endpoint (else None)."""
+        hook = self.plain.get(endpoint)
+        if hook is None:
+            return None
+        return self._unit_call(hook, msg, endpoint == "predict" and isinstance(msg.payload, np.ndarray))
+
+    def plain_reply(self, endpoint: str, msg: Message, out: Any) -> Reply:
+        """The reply of a plain endpoint whose hook answered ``out``."""
+        data, tags, metrics = _unwrap(out)
+        if tags or metrics:
+            tags, metrics = self._runtime_custom(_METHODS[endpoint], {}, [], tags, metrics)
+        return self._assemble(data, msg.kind, [msg.meta], tags, metrics)
+
+    def plain_absent(self, endpoint: str, msg: Message) -> Reply:
+        """A plain endpoint whose hook raised SeldonNotImplementedError: Seldon's default answer."""
+        return self._assemble(_absent(endpoint, msg), msg.kind, [msg.meta], {}, [])
+
     def _unit_call(self, hook: Hook, msg: Message, batchable: bool = False) -> Call:
         if hook.raw:
             return Call(hook, (msg.raw,))
         return Call(hook, (msg.payload, msg.names), _call_kwargs(hook, msg.meta), batchable=batchable)
 
-    def _unit(self, endpoint: str, msg: Message, method: str, default: Callable[[Message], Any]) -> Steps:
+    def _unit(self, endpoint: str, msg: Message) -> Steps:
+        method = _METHODS[endpoint]
         legacy = self._legacy(endpoint, _wire(msg.raw))
         if legacy is not None:
             return (yield from self._legacy_reply(legacy, msg.raw, method))
@@ -314,7 +358,7 @@ class SeldonService:
         batchable = method == "predict" and msg.kind in DATA_KINDS and isinstance(msg.payload, np.ndarray)
         hook, out = yield from _first_implemented(hooks, lambda h: self._unit_call(h, msg, batchable))
         if hook is None:
-            out = default(msg)
+            out = _absent(endpoint, msg)
         elif hook.raw:
             return (yield from self._raw_reply(out, method))
         data, tags, metrics = _unwrap(out)
@@ -334,11 +378,17 @@ class SeldonService:
                 if not isinstance(user_tags, dict):
                     raise UserModelError(f"tags() must return a dict, got {user_tags!r}")
                 tags.update(user_tags)
-        tags.update(runtime_tags)
         metrics: list[dict[str, Any]] = []
         if self.model.metrics is not None:
             user_metrics = (yield from self._user_metrics()) or []
             metrics = _tagged(validate_metrics(user_metrics), method, user_metrics)
+        return self._runtime_custom(method, tags, metrics, runtime_tags, runtime_metrics)
+
+    def _runtime_custom(self, method: str, tags: dict[str, Any], metrics: list[dict[str, Any]],
+                        runtime_tags: dict[str, Any], runtime_metrics: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        """Add a SeldonResponse's own tags and metrics to the user's; record the metrics."""
+        if runtime_tags:
+            tags.update(runtime_tags)
         if runtime_metrics:
             metrics += _tagged(validate_metrics(runtime_metrics), method, runtime_metrics)
         if metrics:
@@ -366,6 +416,11 @@ class SeldonService:
         request_meta: bool = True,
     ) -> Steps:
         custom_tags, custom_metrics = yield from self._custom(method, runtime_tags or {}, runtime_metrics or [])
+        return self._assemble(data, kind, metas, custom_tags, custom_metrics, request_meta)
+
+    def _assemble(self, data: Any, kind: str, metas: list[dict[str, Any]], custom_tags: dict[str, Any],
+                  custom_metrics: list[Any], request_meta: bool = True) -> Reply:
+        """The reply: the requests' tags, metrics and requestPath merged with this unit's own, as Seldon does."""
         meta: dict[str, Any] = {}
         tags: dict[str, Any] = {}
         metrics: list[Any] = []

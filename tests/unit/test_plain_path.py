@@ -1,0 +1,148 @@
+"""The plain path (one sync hook, called right on the loop) answers exactly as the step machinery does.
+
+A graph's in-process unit skips driving the service's step generator when the endpoint is
+plain (service.plain); these cases drive the same unit both ways and compare every field of
+the message passed on, including errors and Seldon's fall-through.
+"""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fastseldon.errors import FastSeldonError
+from fastseldon.graph.units import LocalUnit
+from fastseldon.metrics import Metrics
+from fastseldon.runner import PROBE_CALLS, HookRunner
+from fastseldon.service import SeldonService
+from fastseldon.settings import UnitSettings
+from fastseldon.types import Message
+from fastseldon.user_model import UserModel
+
+
+class SeldonNotImplementedError(Exception):
+    """seldon_core's name: raising it means the hook is absent."""
+
+
+class SeldonResponse:
+    def __init__(self, data: Any, tags: Any = None, metrics: Any = None):
+        self.data, self.tags, self.metrics = data, tags, metrics
+
+
+class Plain:
+    def predict(self, X, names):
+        return X * 2
+
+    def transform_input(self, X, names, meta=None):
+        return np.asarray(X) + len(meta or {})
+
+
+class Tagged:
+    def predict(self, X, names):
+        return SeldonResponse(X + 1, {"who": "tagged"}, [{"type": "COUNTER", "key": "hits", "value": 1}])
+
+    def class_names(self):
+        return ["a", "b", "c"]
+
+
+class Absent:
+    def predict(self, X, names):
+        raise SeldonNotImplementedError("not here")
+
+    def transform_input(self, X, names):
+        raise SeldonNotImplementedError("not here either")
+
+
+class Failing:
+    def predict(self, X, names):
+        raise ValueError("bad row")
+
+
+class WithTags:  # tags() makes the endpoint not plain: both ways are the steps
+    def predict(self, X, names):
+        return X
+
+    def tags(self):
+        return {"t": 1}
+
+
+def _unit(obj: Any, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor, **settings: Any) -> LocalUnit:
+    unit = UnitSettings(interface_name=type(obj).__name__, model_name="m", predictive_unit_id="node",
+                        predictive_unit_image="img:1", **settings)
+    model = UserModel.from_object(obj)
+    service = SeldonService(model, unit, Metrics(unit))
+    return LocalUnit("node", service, HookRunner.for_unit(loop, pool, 10.0, unit, model))
+
+
+def _both(obj: Any, method: str, msg: Message, **settings: Any) -> tuple[Any, Any, bool]:
+    """(plain answer, steps answer, whether the plain path was taken); errors as (type, status, message)."""
+    loop = asyncio.new_event_loop()
+    pool = ThreadPoolExecutor(2)
+    unit = _unit(obj, loop, pool, **settings)
+
+    async def answer(plain: bool) -> Any:
+        try:
+            if plain:
+                return await unit.call(method, msg, "p")
+            return await unit._run(getattr(unit.service, method)(msg))
+        except FastSeldonError as exc:
+            return (type(exc).__name__, exc.http_status, exc.message)
+
+    try:
+        for _ in range(PROBE_CALLS):  # the first calls go to the pool; after them, inline
+            loop.run_until_complete(answer(False))
+        taken = unit.service.plain_call(method, msg) is not None
+        taken = taken and unit.runner.may_inline(unit.service.plain_call(method, msg))  # type: ignore[arg-type]
+        return loop.run_until_complete(answer(True)), loop.run_until_complete(answer(False)), taken
+    finally:
+        pool.shutdown()
+        loop.close()
+
+
+def _fields(m: Any) -> Any:
+    if isinstance(m, Message):
+        payload = m.payload.tolist() if isinstance(m.payload, np.ndarray) else m.payload
+        return (m.kind, payload, list(m.names), m.meta)
+    return m
+
+
+X = np.array([[1.0, 2.0, 3.0]])
+META = {"puid": "abc", "tags": {"up": "stream"}, "requestPath": {"before": "b:1"}, "metrics": [{"key": "k"}]}
+
+
+@pytest.mark.parametrize(("obj", "method", "plain"), [
+    (Plain(), "predict", True),
+    (Plain(), "transform_input", True),
+    (Plain(), "transform_output", True),  # no hook: passed through by the steps, not plain
+    (Tagged(), "predict", True),
+    (Absent(), "predict", True),
+    (Absent(), "transform_input", True),
+    (Failing(), "predict", True),
+    (WithTags(), "predict", False),
+])
+def test_plain_path_answers_as_the_steps(obj: Any, method: str, plain: bool) -> None:
+    msg = Message("ndarray", X, ["x", "y", "z"], dict(META))
+    got, want, taken = _both(obj, method, msg)
+    expect_plain = plain and method in SeldonService(UserModel.from_object(obj), UnitSettings(interface_name="x"),
+                                                     Metrics(UnitSettings(interface_name="x"))).plain
+    assert taken == expect_plain
+    assert _fields(got) == _fields(want)
+
+
+def test_plain_path_keeps_seldon_meta_rules() -> None:
+    msg = Message("tensor", X, [], dict(META))
+    got, _want, taken = _both(Tagged(), "predict", msg, include_metrics_in_response=True)
+    assert taken
+    assert got.kind == "tensor" and got.names == ["a", "b", "c"]
+    assert got.meta["tags"] == {"up": "stream", "who": "tagged"}
+    assert got.meta["requestPath"] == {"node": "img:1", "before": "b:1"}
+    assert got.meta["puid"] == "abc"
+    assert [m["key"] for m in got.meta["metrics"]] == ["k", "hits"]
+
+
+def test_plain_path_user_error_is_500_with_message() -> None:
+    got, want, taken = _both(Failing(), "predict", Message("ndarray", X, [], {}))
+    assert taken and got == want and got[1] == 500 and "bad row" in got[2]
