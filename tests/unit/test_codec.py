@@ -513,6 +513,39 @@ def test_half_shortest_float32_takes_any_object(value):
             jsontensors.half_shortest_float32(value)
 
 
+@pytest.mark.skipif(native is None, reason="native codec not built")
+@SETTINGS
+@given(
+    bits=st.lists(st.integers(0, 2**64 - 1), max_size=40),
+    dtype=st.sampled_from(["<f8", ">f8", "<f4", ">f4", "<f2", ">f2", "complex128", "int64", "uint8", "bool", "longdouble"]),
+    layout=st.sampled_from(["flat", "2d", "strided", "reversed"]),
+)
+def test_all_finite_matches_numpy(bits, dtype, layout):
+    """jsontensors.all_finite (the native dumps' NaN/Inf check) against np.isfinite().all()."""
+    from fastseldon._fast import jsontensors
+
+    raw = np.array(bits, dtype=np.uint64).view(np.uint8)
+    width = np.dtype(dtype).itemsize
+    arr = np.frombuffer(raw[: len(raw) // width * width].tobytes(), dtype=dtype)
+    if layout == "2d" and arr.size % 2 == 0:
+        arr = arr.reshape(2, -1)
+    elif layout == "strided":
+        arr = arr[::2]
+    elif layout == "reversed":
+        arr = arr[::-1]
+    expected = bool(np.isfinite(arr).all()) if arr.dtype.kind in "fc" else True
+    assert jsontensors.all_finite(arr) is expected
+
+
+@pytest.mark.skipif(native is None, reason="native codec not built")
+@pytest.mark.parametrize("value", [None, 1.5, [1.0, float("nan")], np.float64(np.nan), memoryview(b"ab")])
+def test_all_finite_takes_only_arrays(value):
+    from fastseldon._fast import jsontensors
+
+    with pytest.raises(TypeError):
+        jsontensors.all_finite(value)
+
+
 # --------------------------------------------------------------------------- raw tensor bytes
 
 

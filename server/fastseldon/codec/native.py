@@ -91,12 +91,12 @@ def _prepare(obj: Any) -> tuple[Any, bool]:
     if isinstance(obj, np.ndarray):
         ready = _json_ready(obj)
         if isinstance(ready, np.ndarray):
-            return ready, ready.dtype.kind == "f" and not bool(np.isfinite(ready).all())
+            return ready, not jsontensors.all_finite(ready)
         return _prepare(ready)
     if isinstance(obj, np.generic):
         return _prepare(obj.item())
     if isinstance(obj, _ShortestFloats):  # float32 values, written by orjson's float32 writer
-        return obj.values, not bool(np.isfinite(obj.values).all())
+        return obj.values, not jsontensors.all_finite(obj.values)
     if isinstance(obj, float):
         return obj, not math.isfinite(obj)
     if isinstance(obj, dict):
