@@ -11,10 +11,10 @@ Handlers receive the serialized request and return serialized bytes, so protocol
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -27,8 +27,16 @@ log = logging.getLogger(__name__)
 BytesHandler = Callable[[bytes], bytes]
 
 
-def with_metadata(fn: Callable[[bytes, dict[str, str]], bytes]) -> Callable[[bytes, dict[str, str]], bytes]:
-    """Mark a handler that also takes the call's metadata (``{key: value}``, keys lower case)."""
+# a handler marked with_metadata: (request, metadata) -> reply, or (reply, initial metadata to send)
+MetadataHandler = TypeVar("MetadataHandler", Callable[[bytes, dict[str, str]], bytes],
+                          Callable[[bytes, dict[str, str]], tuple[bytes, Sequence[tuple[str, str]]]])
+
+
+def with_metadata(fn: MetadataHandler) -> MetadataHandler:
+    """Mark a handler that also takes the call's metadata (``{key: value}``, keys lower case).
+
+    It may answer ``(reply, metadata)``: those pairs go back as the call's initial metadata
+    (headers), as Seldon's executor returns ``seldon-puid``."""
     fn.wants_metadata = True  # type: ignore[attr-defined]
     return fn
 
@@ -73,6 +81,9 @@ class MethodTable(grpc.GenericRpcHandler):
             try:
                 reply = call(request) if table.pool is None else table._bounded(name, call, request, remaining)
                 table.served += 1
+                if isinstance(reply, tuple):  # a with_metadata handler's (reply, initial metadata)
+                    context.send_initial_metadata(reply[1])
+                    return reply[0]
                 return reply
             except FastSeldonError as exc:
                 code, details = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)

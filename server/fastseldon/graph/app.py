@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from fastseldon.errors import BadRequest, FastSeldonError, NotFound, UpstreamErr
 from fastseldon.graph.executor import GraphExecutor
 from fastseldon.graph.spec import Node, Predictor, SpecError
 from fastseldon.graph.units import GraphUnit, LocalUnit, RemoteGrpcUnit, RemoteRestUnit, as_reply, timeout_from
+from fastseldon.grpc import with_metadata
 from fastseldon.http import JSON, TEXT, Request, Response, Router
 from fastseldon.metrics import REQUEST_BUCKETS, LatencyTally, Metrics, add_observations
 from fastseldon.proto import prediction_pb2 as pb
@@ -40,6 +42,7 @@ from fastseldon.user_model import UserModel, call_load, construct, parse_paramet
 from fastseldon.v2_routes import V2Models
 
 PUID = b"seldon-puid"
+GRPC_PUID = "seldon-puid"  # call metadata key (gRPC keys are lower case)
 RestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -142,8 +145,8 @@ class GraphApp:
         models = V2Models(nodes, r, self.grpc_methods, t, self.loop)  # /v2/models/{node}/...
         models.add_model_routes()
         models.add_grpc()
-        self.grpc_methods["/seldon.protos.Seldon/Predict"] = self.grpc_predict
-        self.grpc_methods["/seldon.protos.Seldon/SendFeedback"] = self.grpc_feedback
+        self.grpc_methods["/seldon.protos.Seldon/Predict"] = with_metadata(partial(self.grpc_predict))
+        self.grpc_methods["/seldon.protos.Seldon/SendFeedback"] = with_metadata(partial(self.grpc_feedback))
         self.grpc_methods["/seldon.protos.Seldon/GraphMetadata"] = self.grpc_graph_metadata
 
     def _match_node_metadata(self, method: str, path: str) -> RestHandler | None:
@@ -208,13 +211,18 @@ class GraphApp:
     def _on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def grpc_predict(self, body: bytes) -> bytes:
-        out, _ = self._on_loop(self.executor.predict(sp.message_from_proto_bytes(body), _puid(None)))
-        return sp.reply_to_proto_bytes(as_reply(out))
+    # The puid comes from seldon-puid call metadata (generated when absent) and goes back as
+    # initial metadata, as Seldon's executor sends it (SendHeader / SetHeader).
 
-    def grpc_feedback(self, body: bytes) -> bytes:
-        out = self._on_loop(self.executor.feedback(sp.feedback_from_proto_bytes(body), _puid(None)))
-        return sp.reply_to_proto_bytes(as_reply(out))
+    def grpc_predict(self, body: bytes, metadata: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
+        puid = metadata.get(GRPC_PUID) or _puid(None)
+        out, _ = self._on_loop(self.executor.predict(sp.message_from_proto_bytes(body), puid))
+        return sp.reply_to_proto_bytes(as_reply(out)), [(GRPC_PUID, puid)]
+
+    def grpc_feedback(self, body: bytes, metadata: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
+        puid = metadata.get(GRPC_PUID) or _puid(None)
+        out = self._on_loop(self.executor.feedback(sp.feedback_from_proto_bytes(body), puid))
+        return sp.reply_to_proto_bytes(as_reply(out)), [(GRPC_PUID, puid)]
 
     def grpc_graph_metadata(self, body: bytes) -> bytes:
         from google.protobuf import json_format

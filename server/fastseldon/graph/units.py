@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import threading
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ import numpy as np
 from fastseldon import codec
 from fastseldon import seldon_protocol as sp
 from fastseldon.errors import BadRequest, FastSeldonError, InternalError, UpstreamError
+from fastseldon.graph.http_client import HttpError, HttpPool
 from fastseldon.proto import prediction_pb2 as pb
 from fastseldon.runner import HookRunner, user_error
 from fastseldon.service import SeldonService
@@ -148,7 +148,7 @@ class LocalUnit:
 
 
 class RemoteRestUnit:
-    """A unit reached over REST at host:port (its Seldon routes), keep-alive per thread."""
+    """A unit reached over REST at host:port (its Seldon routes), on keep-alive connections on the loop."""
 
     def __init__(self, name: str, host: str, port: int, executor: Executor, timeout: float | None):
         self.name = name
@@ -156,42 +156,21 @@ class RemoteRestUnit:
         self.port = port
         self.executor = executor
         self.timeout = timeout
-        self._local = threading.local()
+        self.pool = HttpPool(host, port, timeout)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        return conn
-
-    def _post_blocking(self, path: str, body: bytes, puid: str) -> bytes:
-        headers = {"Content-Type": "application/json", PUID_HEADER: puid}
-        for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: one fresh retry
-            conn = self._connection()
-            try:
-                conn.request("POST", path, body, headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except TimeoutError:
-                self._local.conn = None
-                conn.close()
-                raise UpstreamError(f"unit {self.name!r} did not answer {path} within {self.timeout} s", 504) from None
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                self._local.conn = None
-                conn.close()
-                if attempt == 2 or isinstance(exc, ConnectionRefusedError):
-                    raise UpstreamError(f"unit {self.name!r} at {self.host}:{self.port} unreachable: {exc}", 500) from None
-                continue
-            if resp.status != 200:
-                raise UpstreamError(f"unit {self.name!r} answered {resp.status} on {path}", resp.status, body=data)
-            return data
-        raise AssertionError("unreachable")
-
-    async def _post(self, method: str, obj_body: bytes, puid: str) -> Any:
-        loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.executor, self._post_blocking, REST_PATHS[method], obj_body, puid)
+    async def _post(self, method: str, body: bytes, puid: str) -> Any:
+        path = REST_PATHS[method]
+        headers = (("Content-Type", "application/json"), (PUID_HEADER, puid))
         try:
-            return codec.parse_seldon_json(data)
+            resp = await self.pool.request("POST", path, body, headers)
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"unit {self.name!r} did not answer {path} within {self.timeout} s", 504) from None
+        except HttpError as exc:
+            raise UpstreamError(f"unit {self.name!r} at {self.host}:{self.port} unreachable: {exc}", 500) from None
+        if resp.status != 200:
+            raise UpstreamError(f"unit {self.name!r} answered {resp.status} on {path}", resp.status, body=resp.body)
+        try:
+            return codec.parse_seldon_json(resp.body)
         except FastSeldonError:
             raise UpstreamError(f"unit {self.name!r} answered {method} with a body that is not JSON", 500) from None
 
