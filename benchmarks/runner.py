@@ -118,18 +118,20 @@ def run(config: RunConfig) -> dict:
     steps = sum(len(names) * (len(config.concurrency) * config.repeats + len(config.open_loop)) for _, names in plan)
     progress = Progress(steps)
     _prepare_revisions(config, results, progress)
-    groups: dict[tuple[str, int], list[tuple[Scenario, list[str]]]] = {}
+    # servers start once per group; a graph server runs one chain, its remote units over the scenario's transport
+    groups: dict[tuple[str, int, int, str], list[tuple[Scenario, list[str]]]] = {}
     for sc, names in plan:
-        groups.setdefault((sc.model, sc.cost_us), []).append((sc, names))
-    for (model, cost_us), items in groups.items():
+        layout = (sc.chain, sc.transport) if sc.model == "graph" else (0, "")
+        groups.setdefault((sc.model, sc.cost_us, *layout), []).append((sc, names))
+    for (model, cost_us, chain, transport), items in groups.items():
         wanted = [n for n in config.servers if any(n in names for _, names in items)]
-        running = _start_all(wanted, model, cost_us, config, results, progress)
+        running = _start_all(wanted, model, cost_us, config, results, progress, chain, transport)
         try:
             for sc, names in items:
                 for name in [n for n in names if n in running and not running[n].alive()]:
                     # A server that died earlier is reported there; start a fresh one for what is left.
                     running[name].stop()
-                    running.update(_start_all([name], model, cost_us, config, results, progress))
+                    running.update(_start_all([name], model, cost_us, config, results, progress, chain, transport))
                 _run_scenario(sc, [running[n] for n in names if n in running], config, results, progress,
                               failed=[n for n in names if n not in running])
         finally:
@@ -200,17 +202,20 @@ def _group_pids(pgid: int) -> list[int]:
 
 
 def _start_all(names: list[str], model: str, cost_us: int, config: RunConfig, results: dict,
-               progress: Progress) -> dict[str, servers.RunningServer]:
+               progress: Progress, chain: int = 0, transport: str = "") -> dict[str, servers.RunningServer]:
     running: dict[str, servers.RunningServer] = {}
     for name in names:
         spec = servers.SERVERS[name]
-        key = name if model in ("identity", "graph") else f"{name} ({model} {cost_us} us)"
+        key = name if model == "identity" else f"{name} ({model} {cost_us} us)"
+        if model == "graph":
+            key = f"{name} ({chain}-unit chain, {transport})"
         if key in results["servers"]:
             key += f" (restart {sum(k.startswith(key) for k in results['servers'])})"
         try:
             srv = servers.start(spec, model=model, cost_us=cost_us, workers=config.workers,
                                 cpus=config.server_cpus, log_dir=config.out / "logs",
-                                unit_cpus=config.graph_unit_cpus or config.server_cpus)
+                                unit_cpus=config.graph_unit_cpus or config.server_cpus,
+                                **({"chain": chain or 3, "unit_transport": transport} if model == "graph" else {}))
         except (OSError, ValueError) as exc:
             results["servers"][key] = {"started": False, "problem": str(exc)}
             progress.note(f"{name}: not started: {exc}")

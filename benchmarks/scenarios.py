@@ -28,6 +28,7 @@ class Scenario:
     dtype: str = "float64"  # numpy dtype name of the payload
     model: str = "identity"  # identity | cost | graph (see models/; graph: graphs.py, graph servers only)
     cost_us: int = 0  # per-call busy time of the cost model
+    chain: int = 0  # graph scenarios: units in the chain (graphs.py); the graph servers are started per chain
     smoke: bool = False  # part of the few-seconds smoke run
 
     @property
@@ -71,8 +72,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     # The same front with a model that costs 1 ms of CPU per call: shows how much of the
     # server's overhead still matters once the model does real work.
     Scenario("seldon-rest-ndarray-1x10-cost1ms", SELDON_REST, "ndarray", 1, 10, model="cost", cost_us=1000),
-    # Issue 13: a 3-unit chain (in one process, and all remote) against its model alone; graphs.py.
-    Scenario("graph-chain3-rest-ndarray-1x10", SELDON_REST, "ndarray", 1, 10, model="graph"),
+    # Issues 13 and 18: chains of 1, 3 and 5 units (in one process, and all remote) against their model
+    # alone, over REST; the 3-unit chain over gRPC too (remote units called over gRPC); graphs.py.
+    *(Scenario(f"graph-chain{n}-rest-ndarray-1x10", SELDON_REST, "ndarray", 1, 10, model="graph", chain=n)
+      for n in (1, 3, 5)),
+    Scenario("graph-chain3-grpc-tensor-1x10", SELDON_GRPC, "tensor", 1, 10, model="graph", chain=3),
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}

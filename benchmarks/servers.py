@@ -67,7 +67,8 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("grpc-echo-threaded", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
         ServerSpec("grpc-echo-aio", "ceiling", frozenset({SELDON_GRPC, V2_GRPC}), echo=True),
         # The graph scenarios (graphs.py): the chain's model alone, the chain in one process, the chain all remote.
-        *(ServerSpec(name, "graph", frozenset({SELDON_REST}), graph=layout) for layout, name in graphs.SERVER_NAMES.items()),
+        *(ServerSpec(name, "graph", frozenset({SELDON_REST, SELDON_GRPC}), graph=layout)
+          for layout, name in graphs.SERVER_NAMES.items()),
     )
 }
 GROUPS = {"ceiling": ["ceiling-http", "python-floor", "grpc-echo-threaded", "grpc-echo-aio"], "graph": list(graphs.SERVER_NAMES.values())}
@@ -173,10 +174,11 @@ def free_port() -> int:
 
 
 def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set[int], log_dir: Path,
-          unit_cpus: set[int] | None = None) -> RunningServer:
+          unit_cpus: set[int] | None = None, chain: int = 3, unit_transport: str = "http") -> RunningServer:
     """Start `spec` pinned to `cpus`; returns once the process runs (readiness is checked by the caller).
 
-    `unit_cpus` pins graph-remote's unit processes (default: `cpus`, the executor's).
+    `unit_cpus` pins graph-remote's unit processes (default: `cpus`, the executor's); graph servers
+    run a chain of `chain` units, graph-remote calling them over `unit_transport` (http or grpc).
     """
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     workdir: Path | None = None
@@ -237,24 +239,26 @@ def start(spec: ServerSpec, *, model: str, cost_us: int, workers: int, cpus: set
             cmd = [sys.executable, "-m", "fastseldon", "serve", cls, "--service-type", kind, "--http-port",
                    str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), *common]
         else:
-            spec_path = graphs.write_spec(log_dir.parent / "graphs")  # in the run's output folder
+            spec_path = graphs.write_spec(log_dir.parent / "graphs", chain)  # in the run's output folder
             cmd = [sys.executable, "-m", "fastseldon", "graph", str(spec_path.resolve()), "--source", str(workdir),
                    "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
                    *common]
             if spec.graph == graphs.REMOTE:
                 pinned = unit_cpus or cpus
-                for node, cls, kind in graphs.CHAIN:
-                    unit_port = free_port()
+                for node, cls, kind in graphs.chain(chain):
+                    unit_port, unit_grpc_port = free_port(), free_port()
                     unit_cmd = [sys.executable, "-m", "fastseldon", "serve", cls, "--service-type", kind,
-                                "--http-port", str(unit_port), "--grpc-port", str(free_port()),
+                                "--http-port", str(unit_port), "--grpc-port", str(unit_grpc_port),
                                 "--metrics-port", str(free_port()), *common]
                     unit_env = {**env, "PREDICTIVE_UNIT_ID": node, "PREDICTIVE_UNIT_IMAGE": graphs.image(node)}
                     unit_log = log_dir / f"{spec.name}-{node}.log"
                     companions.append(Companion(node, unit_cmd, unit_port,
                                                 _popen(unit_cmd, workdir, unit_env, pinned, unit_log), unit_log))
-                    cmd += ["--remote", f"{node}=http://127.0.0.1:{unit_port}"]
-                notes.append(f"remote units {', '.join(c.name for c in companions)} on cores {sorted(pinned)}")
-        notes.append(f"graph layout {spec.graph}: " + " ".join(cmd[1:]))
+                    url = f"grpc://127.0.0.1:{unit_grpc_port}" if unit_transport == "grpc" else f"http://127.0.0.1:{unit_port}"
+                    cmd += ["--remote", f"{node}={url}"]
+                notes.append(f"remote units {', '.join(c.name for c in companions)} over {unit_transport} on cores "
+                             f"{sorted(pinned)}")
+        notes.append(f"graph layout {spec.graph}, {chain}-unit chain: " + " ".join(cmd[1:]))
     else:
         raise ValueError(spec.name)
     log_path = log_dir / f"{spec.name.replace('@', '-')}-{model}.log"

@@ -58,7 +58,8 @@ def _verify_http(server: RunningServer, scenario: Scenario, timeout_s: float) ->
             return f"echo server answered HTTP {resp.status_code} with {len(resp.content)} bytes, not the request"
         return None
     if server.spec.graph:  # a graph server answers the chain's values (or the lone model's), not the input
-        return graphs.check_answer(server.spec.graph, array_for(scenario), resp.status_code, resp.content)
+        return graphs.check_answer(server.spec.graph, array_for(scenario), resp.status_code, resp.content,
+                                   scenario.chain or 3)
     headers = {k.lower(): v for k, v in resp.headers.items()}
     return check_http_answer(scenario, resp.status_code, headers, resp.content)
 
@@ -70,6 +71,10 @@ def _verify_grpc(server: RunningServer, scenario: Scenario, timeout_s: float) ->
             call = channel.unary_unary(req.method, request_serializer=None, response_deserializer=None)
             answer = call(req.message, timeout=timeout_s)
             return None if answer == req.message else "echo server did not return the request bytes"
+        if server.spec.graph:  # the executor's Seldon/Predict; the chain's values (or the lone model's)
+            call = channel.unary_unary(req.method, request_serializer=None, response_deserializer=None)
+            return graphs.check_grpc_answer(server.spec.graph, array_for(scenario), call(req.message, timeout=timeout_s),
+                                            scenario.chain or 3)
         if scenario.api == SELDON_GRPC:
             from fastseldon.proto import prediction_pb2, prediction_pb2_grpc
 

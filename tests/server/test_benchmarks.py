@@ -355,25 +355,56 @@ def test_graph_scenarios_run_only_on_graph_servers_and_check_the_chain():
     assert "HTTP 500" in graphs.check_answer(graphs.SINGLE, x, 500, alone)
 
 
-def test_graph_smoke_run_measures_the_chain_in_process_and_remote(tmp_path):
-    """Issue 13's benchmark: the 3-unit chain in one process and all remote, against its model alone (tiny run)."""
+def test_graph_chains_of_one_three_and_five_units_and_the_grpc_chain():
+    assert [n for n, _c, _k in graphs.chain(1)] == ["m"]
+    assert [(n, c.split(".")[1]) for n, c, _k in graphs.chain(5)] == [
+        ("t1", "PlusOne"), ("t2", "TimesTwo"), ("t3", "PlusOne"), ("t4", "TimesTwo"), ("m", "MinusOne")]
+    x = np.array([[1.0, 2.0]])
+    assert graphs.expected(graphs.INPROCESS, x, 5).tolist() == (4 * x + 5).tolist()
+    assert graphs.expected(graphs.REMOTE, x, 1).tolist() == (x - 1).tolist()
+    for n in (1, 3, 5):
+        sc = scenarios.BY_NAME[f"graph-chain{n}-rest-ndarray-1x10"]
+        assert sc.chain == n and sc.model == "graph"
+    sc = scenarios.BY_NAME["graph-chain3-grpc-tensor-1x10"]
+    assert [name for name, spec in servers.SERVERS.items() if spec.serves(sc)] == servers.expand(["graph"])
+    req = payloads.grpc_request(sc)
+    assert req.method == graphs.GRPC_METHOD  # the executor's external API, not a unit's Model/Predict
+    from fastseldon.proto import prediction_pb2
+
+    x = payloads.array_for(sc)
+    reply = prediction_pb2.SeldonMessage()
+    reply.data.tensor.shape.extend(x.shape)
+    reply.data.tensor.values.extend((2 * x + 1).ravel().tolist())
+    assert graphs.check_grpc_answer(graphs.INPROCESS, x, reply.SerializeToString(), 3) is None
+    assert "values differ" in graphs.check_grpc_answer(graphs.SINGLE, x, reply.SerializeToString(), 3)
+
+
+def test_graph_smoke_run_measures_the_chains_in_process_and_remote(tmp_path):
+    """Issues 13 and 18: chains of 1, 3 and 5 units over REST and of 3 over gRPC, in one process and all
+    remote, against their model alone (tiny run)."""
     _need_tools()
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--scenario", "graph", "--duration", "1",
                            "--repeats", "1", "--concurrency", "1,2", "--warmup", "0", "--open-loop", "",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert {v["server"] for v in results["verification"] if v["ok"]} == set(graphs.SERVER_NAMES.values())
-    assert (out / "graphs" / graphs.SPEC_FILE).is_file()
-    [row] = results["graphs"]
-    assert row["scenario"] == "graph-chain3-rest-ndarray-1x10" and row["minimum"] == graphs.TARGET
-    assert all(row[k] > 0 for k in ("single_rps", "inprocess_rps", "remote_rps", "ratio", "remote_ratio"))
-    assert row["status"] in ("met", "MISSED")
-    assert [c["concurrency"] for c in row["by_concurrency"]] == [1, 2]
-    assert row["c1"]["per_hop_us"] is not None and row["c1"]["per_hop_p50_us"] is not None
+    assert all((out / "graphs" / graphs.spec_file(n)).is_file() for n in (1, 3, 5))
+    rows = {r["scenario"]: r for r in results["graphs"]}
+    assert sorted(rows) == sorted(s.name for s in scenarios.SCENARIOS if s.model == "graph")
+    for name, row in rows.items():
+        assert row["hops"] == scenarios.BY_NAME[name].chain
+        assert all(row[k] > 0 for k in ("single_rps", "inprocess_rps", "remote_rps", "ratio", "remote_ratio"))
+        assert [c["concurrency"] for c in row["by_concurrency"]] == [1, 2]
+        assert row["c1"]["per_hop_us"] is not None and row["c1"]["per_hop_p50_us"] is not None
+        if name == "graph-chain3-rest-ndarray-1x10":  # issue 13's target
+            assert row["minimum"] == graphs.TARGET and row["status"] in ("met", "MISSED")
+        else:
+            assert row["minimum"] is None and row["status"] == "no target"
     text = (out / "report.md").read_text()
-    assert "## Graphs" in text and "| graph-chain3-rest-ndarray-1x10 |" in text and "≥ 0.6" in text
+    assert "## Graphs" in text and "| graph-chain3-rest-ndarray-1x10 | 3 |" in text and "≥ 0.6" in text
+    assert "| graph-chain3-grpc-tensor-1x10 | 3 |" in text and "| graph-chain5-rest-ndarray-1x10 | 5 |" in text
     assert "ratio chain/single" in proc.stdout and "cost per hop" in proc.stdout
 
 
