@@ -3,10 +3,11 @@
 Wall clocks on a shared box are noise; instruction counts are not. Run it under callgrind
 for two request counts and take the difference (the warm-up and set-up cancel out):
 
-    for n in 20 60; do PYTHONPATH=<tree>/server valgrind --tool=callgrind \\
-        "$(python -c 'import sys; print(sys.executable)')" benchmarks/inproc_request.py 10 $n; done
+    for n in 40 200; do PYTHONHASHSEED=0 PYTHONPATH=<tree>/server valgrind --tool=callgrind \\
+        "$(python -c 'import sys; print(sys.executable)')" benchmarks/inproc_request.py 10 $n [v2]; done
 
-instructions per request = (I(60) - I(20)) / 200. It works on this tree and on older
+instructions per request = (I(200) - I(40)) / 800 (N requests = 5 * the second argument). A third
+argument ``v2`` sends V2 JSON (FP64 1xCOLUMNS to /v2/models/m/infer) instead of Seldon's ndarray. It works on this tree and on older
 revisions (``python -m benchmarks run --baseline-rev REV`` exports and builds them under
 .bench-cache/rev-<sha>/; point PYTHONPATH at its ``server`` folder, or ``_pkg`` for the old layout).
 Hooks are forced inline, so placement heuristics don't change what is counted.
@@ -71,7 +72,7 @@ def _app(loop: asyncio.AbstractEventLoop) -> Any:
     return app
 
 
-def main(columns: int, count: int) -> None:
+def main(columns: int, count: int, protocol: str = "seldon") -> None:
     from fastseldon import http
 
     loop = asyncio.new_event_loop()
@@ -84,9 +85,15 @@ def main(columns: int, count: int) -> None:
     proto = http.HttpProtocol(app.router, state, loop, max_body=1 << 30, keepalive_timeout=75.0)
     transport = _Transport()
     proto.connection_made(transport)  # type: ignore[arg-type]
-    body = json.dumps({"data": {"ndarray": np.random.rand(1, columns).tolist()}}).encode()
-    request = (b"POST /api/v1.0/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    if protocol == "v2":
+        path = b"/v2/models/m/infer"
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, columns], "datatype": "FP64",
+                                       "data": np.random.rand(columns).tolist()}]}).encode()
+    else:
+        path = b"/api/v1.0/predictions"
+        body = json.dumps({"data": {"ndarray": np.random.rand(1, columns).tolist()}}).encode()
+    request = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % (path, len(body))) + body
 
     async def run(n: int) -> None:
         for _ in range(n):
@@ -99,8 +106,8 @@ def main(columns: int, count: int) -> None:
     loop.run_until_complete(run(count * 5))
     spent = (time.process_time() - start) / (count * 5)
     assert any(b"200 OK" in chunk for chunk in transport.out[:3]), transport.out[:2]
-    print(f"columns={columns} requests={count * 5} cpu={spent * 1e6:.1f} us/request")
+    print(f"{protocol} columns={columns} requests={count * 5} cpu={spent * 1e6:.1f} us/request")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])

@@ -150,15 +150,24 @@ class ServerState:
             conn.router = router
 
 
+_HEAD_STARTS: dict[tuple[int, bytes], bytes] = {}
+
+
+def _head_start(status: int, content_type: bytes) -> bytes:
+    """The status line and content-type, up to the length's digits (built once per pair)."""
+    line = STATUS_LINE.get(status) or f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n".encode()
+    start = line + b"content-type: " + content_type + b"\r\ncontent-length: "
+    if len(_HEAD_STARTS) < 256:  # statuses and content types are a handful; a handler's odd one isn't kept
+        _HEAD_STARTS[(status, content_type)] = start
+    return start
+
+
 def _encode_head(resp: Response, keep_alive: bool, origin: bytes | None = None) -> bytes:
-    line = STATUS_LINE.get(resp.status) or f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}\r\n".encode()
+    start = _HEAD_STARTS.get((resp.status, resp.content_type)) or _head_start(resp.status, resp.content_type)
     # CORS as Seldon's flask-cors answers: the caller's Origin echoed back, else "*".
-    parts = [line, b"content-type: ", resp.content_type, b"\r\ncontent-length: ", str(len(resp.body)).encode(),
-             b"\r\naccess-control-allow-origin: ", origin or b"*"]
-    for name, value in resp.headers:
-        parts += (b"\r\n", name, b": ", value)
-    parts.append(b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n")
-    return b"".join(parts)
+    extra = b"".join(b"\r\n%b: %b" % header for header in resp.headers) if resp.headers else b""
+    return b"%b%d\r\naccess-control-allow-origin: %b%b%b" % (
+        start, len(resp.body), origin or b"*", extra, b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n")
 
 
 # What the parser is reading on a connection (``HttpProtocol.reading``); the idle sweep times each.
@@ -341,31 +350,37 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- request cycle
 
-    def _start(self, request: Request) -> None:
+    def _start(self, request: Request | None) -> None:
+        """Run requests until one suspends: a handler that answers within its eager start is
+        finished here and the next pipelined request started by this loop (no recursion)."""
+        while request is not None:
+            response = self._run(request)
+            if response is None:
+                return  # suspended: _resume finishes it
+            request = self._finish(request, response, self.started)
+
+    def _run(self, request: Request) -> Response | None:
+        """Start ``request``'s handler: its response, or None when it suspended (a task carries it on)."""
         self.busy = True
         self.idle_since = None
         self.current = activity.request = request
         self.started = started = time.perf_counter()
         if request.method == "OPTIONS":  # CORS preflight, for every route
-            self._finish(request, _preflight(request), started)
-            return
+            return _preflight(request)
         try:
-            handler = self.router.resolve(request.method, request.path)
-            coro = handler(request)
+            coro = self.router.resolve(request.method, request.path)(request)
         except FastSeldonError as exc:
-            self._finish(request, self.router.render_error(request.path, exc), started)
-            return
+            return self.router.render_error(request.path, exc)
         try:
             waiting = coro.send(None)
         except StopIteration as done:
-            self._finish(request, done.value, started)
-            return
+            return done.value
         except Exception as exc:  # noqa: BLE001 - handlers map their own errors; this is a bug
             log.exception("handler for %s %s failed", request.method, request.path)
-            self._finish(request, self.router.render_error(request.path, InternalError(str(exc))), started)
-            return
+            return self.router.render_error(request.path, InternalError(str(exc)))
         self.waiting = waiting
         self.task = self.loop.create_task(self._resume(request, coro, waiting, started))
+        return None
 
     async def _resume(self, request: Request, coro: Any, waiting: Any, started: float) -> None:
         """Carry on a handler that suspended during its eager start (Python 3.12's eager tasks, by hand)."""
@@ -403,34 +418,42 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("handler for %s %s failed", request.method, request.path)
             response = self.router.render_error(request.path, InternalError(str(exc)))
         if self.current is request:  # not answered already by the request timeout
-            self._finish(request, response, started)
+            self._start(self._finish(request, response, started))
 
-    def _finish(self, request: Request, response: Response, started: float) -> None:
+    def _finish(self, request: Request, response: Response, started: float) -> Request | None:
+        """Send ``request``'s response; the pipelined request to start next, if any."""
         self.current = None
         self.task = self.waiting = None
-        self.state.served += 1
-        keep_alive = request.headers.get(b"connection", b"").lower() != b"close" and not self.state.closing
+        state = self.state
+        state.served += 1
+        headers = request.headers
+        keep_alive = not state.closing and headers.get(b"connection", b"").lower() != b"close"
         if self.access:
             self._log_access(request, response, started)
-        if self.closed or self.transport is None:
-            return
-        head = _encode_head(response, keep_alive, request.headers.get(b"origin"))
-        self.transport.write(head + response.body if len(response.body) < HIGH_WATER else head)
-        if len(response.body) >= HIGH_WATER:
-            self.transport.write(response.body)
+        transport = self.transport
+        if self.closed or transport is None:
+            return None
+        body = response.body
+        head = _encode_head(response, keep_alive, headers.get(b"origin"))
+        if len(body) < HIGH_WATER:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
         if not keep_alive:
             self.pipeline.clear()
-            self.transport.close()
-            return
+            transport.close()
+            return None
         self.busy = False
         if self.pipeline:
             next_request = self.pipeline.popleft()
             if self.reading_paused and len(self.pipeline) <= 16 and not self.writing_paused:
-                self.transport.resume_reading()
+                transport.resume_reading()
                 self.reading_paused = False
-            self._start(next_request)
-        elif self.reading == IDLE:
+            return next_request
+        if self.reading == IDLE:
             self.idle_since = self.since = self.loop.time()
+        return None
 
     def _log_access(self, request: Request, response: Response, started: float) -> None:
         ms = (time.perf_counter() - started) * 1000
@@ -452,10 +475,11 @@ class HttpProtocol(asyncio.Protocol):
                     self.request_timeout)
         exc = DeadlineExceeded(f"request timed out after {self.request_timeout:g}s")
         waiting = self.waiting
-        self._finish(request, self.router.render_error(request.path, exc), self.started)
+        next_request = self._finish(request, self.router.render_error(request.path, exc), self.started)
         task.cancel()
         if waiting is not None:  # also when the task had not started yet: a pool call not started never starts
             waiting.cancel()
+        self._start(next_request)
 
     def _reject(self, status: int, message: str) -> None:
         """Answer an unreadable, oversized or too slow request and close: the stream can't be trusted after it."""

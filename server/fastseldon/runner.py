@@ -20,15 +20,19 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastseldon.batching import AdaptiveBatcher, batcher_for
 from fastseldon.errors import FastSeldonError, from_user_exception
 from fastseldon.logs import UserErrors
 from fastseldon.settings import UnitSettings
 from fastseldon.steps import Call, Steps, drive_async, drive_sync
-from fastseldon.user_model import WARMUP_CALLS, Hook, UserModel
+from fastseldon.user_model import WARMUP_CALLS, Hook, UserModel, is_not_implemented
 from fastseldon.watchdog import activity, loop_run_delay
+
+if TYPE_CHECKING:
+    from fastseldon.service import SeldonService
+    from fastseldon.types import Message, Reply
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,24 @@ class HookRunner:
         return await self.loop.run_in_executor(self.executor, fn, *args)
 
     # -- driving a service endpoint
+
+    def plain(self, service: SeldonService, endpoint: str, msg: Message) -> Reply | None:
+        """``endpoint``'s reply computed right here on the loop when it is plain (service.plain_call)
+        and its hook may run inline: the steps' answer without driving them; None when it is not.
+        A SeldonNotImplementedError is Seldon's fall-through, any other error the user's, as ``run``."""
+        call = service.plain_call(endpoint, msg)
+        if call is None or not self.may_inline(call):
+            return None
+        try:
+            try:
+                out = self.on_loop(call)
+            except Exception as exc:
+                if not is_not_implemented(exc):
+                    raise
+                return service.plain_absent(endpoint, msg)
+            return service.plain_reply(endpoint, msg, out)
+        except Exception as exc:  # noqa: BLE001 - user code: 500 with its message, logged with the traceback
+            raise user_error(exc) from None
 
     async def run(self, steps: Steps) -> Any:
         try:

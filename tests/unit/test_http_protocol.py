@@ -357,6 +357,22 @@ def test_a_request_behind_a_suspended_handler_waits_its_turn(run, app):
     assert [r.body for r in replies] == [b"first", b"one", b'{"ok":true}']
 
 
+def test_a_deep_pipeline_behind_a_suspended_handler_drains_in_a_loop_not_by_recursion(run, app):
+    # the transport ignores pause_reading here in effect (the client keeps sending): requests that
+    # answer within their eager start are run one after the other, the stack stays flat
+    async def main():
+        c = Client(app)
+        c.send(get("/slow") + b"".join(post(f"/echo?i={i}", b"x") for i in range(3000)))
+        await until(lambda: app.gate.calls)
+        app.gate.release(body=b"first")
+        await until(lambda: len(c.replies()) == 3001)
+        return c.replies()
+
+    replies = run(main())
+    assert replies[0].body == b"first"
+    assert [r.headers[b"x-query"] for r in replies[1:]] == [f"i={i}".encode() for i in range(3000)]
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_fragmented_input_gives_the_same_answers_at_every_split(run, app, chunked):
     if chunked:
