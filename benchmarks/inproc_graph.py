@@ -4,7 +4,7 @@ The graph benchmark's chain (graphs.py: PlusOne -> TimesTwo -> MinusOne, every u
 process) and its model alone, each driven through HttpProtocol with a mock transport, so what
 is counted is our own layers, not the network or the load generator:
 
-    python benchmarks/inproc_graph.py [columns] [requests]
+    python benchmarks/inproc_graph.py [columns] [requests] [chain|single] [units]
 
 prints CPU µs per request for both and their ratio (the throughput ratio the graph scenario
 measures under load, without the noise). Under callgrind, take the difference of two request
@@ -30,12 +30,12 @@ from benchmarks import graphs  # noqa: E402
 from benchmarks.inproc_request import _Transport  # noqa: E402
 
 
-def _graph_router(loop: asyncio.AbstractEventLoop, folder: Path) -> Any:
+def _graph_router(loop: asyncio.AbstractEventLoop, folder: Path, units: int = graphs.TARGET_CHAIN) -> Any:
     from fastseldon.graph import spec
     from fastseldon.graph.app import load_graph_app
     from fastseldon.settings import ServerSettings
 
-    predictor = spec.load_file(graphs.write_spec(folder))
+    predictor = spec.load_file(graphs.write_spec(folder, units))
     app = loop.run_until_complete(load_graph_app(ServerSettings(inline_hook_seconds=10.0), predictor,
                                                  HERE / "models", {}, loop))
     return app.router
@@ -80,19 +80,19 @@ def measure(loop: asyncio.AbstractEventLoop, router: Any, columns: int, count: i
     return (time.process_time() - start) / count
 
 
-def main(columns: int = 10, count: int = 5000, only: str = "") -> None:
+def main(columns: int = 10, count: int = 5000, only: str = "", units: int = graphs.TARGET_CHAIN) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     with tempfile.TemporaryDirectory() as tmp:
         g = s = 0.0
         if only != "single":
-            g = measure(loop, _graph_router(loop, Path(tmp)), columns, count, lambda out: b"requestPath" in out)
+            g = measure(loop, _graph_router(loop, Path(tmp), units), columns, count, lambda out: b"requestPath" in out)
         if only != "chain":
             s = measure(loop, _single_router(loop), columns, count, lambda out: True)
-    print(f"columns={columns} requests={count}: single {s * 1e6:.1f} us, chain3 {g * 1e6:.1f} us"
+    print(f"columns={columns} requests={count}: single {s * 1e6:.1f} us, chain of {units} {g * 1e6:.1f} us"
           + (f", single/chain {s / g:.2f} (target >= {graphs.TARGET})" if s and g else ""))
 
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 10, int(sys.argv[2]) if len(sys.argv) > 2 else 5000,
-         sys.argv[3] if len(sys.argv) > 3 else "")
+         sys.argv[3] if len(sys.argv) > 3 else "", int(sys.argv[4]) if len(sys.argv) > 4 else graphs.TARGET_CHAIN)

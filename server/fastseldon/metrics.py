@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -175,11 +176,9 @@ class LatencyTally:
                 tally = self._pending[key] = [0, 0.0, [0] * len(self.buckets)]
             tally[0] += 1
             tally[1] += seconds
-            counts = tally[2]
-            for i, bound in enumerate(self.buckets):
-                if seconds <= bound:
-                    counts[i] += 1
-                    break
+            i = bisect_left(self.buckets, seconds)  # the first bucket whose bound is >= seconds
+            if i < len(self.buckets):
+                tally[2][i] += 1
 
     def drain(self) -> dict[tuple[str, ...], list[Any]]:
         with self._lock:

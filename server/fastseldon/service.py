@@ -420,7 +420,11 @@ class SeldonService:
 
     def _assemble(self, data: Any, kind: str, metas: list[dict[str, Any]], custom_tags: dict[str, Any],
                   custom_metrics: list[Any], request_meta: bool = True) -> Reply:
-        """The reply: the requests' tags, metrics and requestPath merged with this unit's own, as Seldon does."""
+        return Reply(data, kind, self.model.class_names(), self._merged_meta(metas, custom_tags, custom_metrics, request_meta))
+
+    def _merged_meta(self, metas: list[dict[str, Any]], custom_tags: dict[str, Any], custom_metrics: list[Any],
+                     request_meta: bool = True) -> dict[str, Any]:
+        """The reply's meta: the requests' tags, metrics and requestPath merged with this unit's own, as Seldon does."""
         meta: dict[str, Any] = {}
         tags: dict[str, Any] = {}
         metrics: list[Any] = []
@@ -444,7 +448,7 @@ class SeldonService:
             meta["requestPath"] = path
         if tags:
             meta["tags"] = tags
-        return Reply(data, kind, self.model.class_names(), meta)
+        return meta
 
     def _raw_reply(self, out: Any, method: str) -> Steps:
         """A *_raw hook's result goes out as-is; only its meta.metrics are harvested (recorded, and

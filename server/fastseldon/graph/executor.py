@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,19 @@ from fastseldon.types import Feedback, Message
 
 # An observer of every node call: (node, method, seconds, error or None)
 Observer = Callable[[Node, str, float, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the walk does at one node, worked out once from its type and ``methods``."""
+
+    node: Node
+    unit: GraphUnit | None
+    input_method: str | None  # transform_input / predict, or None: no input phase
+    routes: bool  # the unit's route() picks the children
+    aggregates: bool
+    output: bool  # transform_output after the children
+    children: tuple[_Plan, ...]
 
 
 class GraphExecutor:
@@ -38,13 +53,23 @@ class GraphExecutor:
         self.random = random.Random(seed)
         self.observe = observe
         self._ratio = {n.name: _ratio_a(n) for n in self.root.walk() if n.implementation == "RANDOM_ABTEST"}
+        self._plan = self._plan_of(self.root)
+
+    def _plan_of(self, node: Node) -> _Plan:
+        unit = self.units.get(node.name)
+        has = unit is not None
+        input_method = None
+        if has and node.does("TRANSFORM_INPUT"):
+            input_method = "transform_input" if node.type == "TRANSFORMER" or "TRANSFORM_INPUT" in node.methods else "predict"
+        return _Plan(node, unit, input_method, has and node.does("ROUTE"), node.does("AGGREGATE"),
+                     has and node.does("TRANSFORM_OUTPUT"), tuple(self._plan_of(c) for c in node.children))
 
     # -- predict
 
     async def predict(self, msg: Message, puid: str = "") -> tuple[Message, dict[str, int]]:
         """The graph's answer and the routing it took (node name -> -1 / -2 / N)."""
         routing: dict[str, int] = {}
-        out = await self._predict(self.root, msg, routing, puid)
+        out = await self._predict(self._plan, msg, routing, puid)
         if self.routing_injection:
             out = Message(out.kind, out.payload, out.names, {**out.meta, "routing": dict(routing)}, out.raw)
         return out, routing
@@ -52,32 +77,42 @@ class GraphExecutor:
     async def _timed(self, node: Node, method: str, call: Awaitable[Any]) -> Any:
         if self.observe is None:
             return await call
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = perf_counter()
         try:
             out = await call
         except BaseException as exc:
-            self.observe(node, method, loop.time() - start, exc)
+            self.observe(node, method, perf_counter() - start, exc)
             raise
-        self.observe(node, method, loop.time() - start, None)
+        self.observe(node, method, perf_counter() - start, None)
         return out
 
-    async def _predict(self, node: Node, msg: Message, routing: dict[str, int], puid: str) -> Message:
-        unit = self.units.get(node.name)
-        if node.does("TRANSFORM_INPUT") and unit is not None:
-            method = "transform_input" if node.type == "TRANSFORMER" or "TRANSFORM_INPUT" in node.methods else "predict"
-            msg = await self._timed(node, method, unit.call(method, msg, puid))
+    async def _predict(self, plan: _Plan, msg: Message, routing: dict[str, int], puid: str) -> Message:
+        node, unit = plan.node, plan.unit
+        if plan.input_method is not None:
+            assert unit is not None
+            if self.observe is None:
+                msg = await unit.call(plan.input_method, msg, puid)
+            else:  # _timed, unrolled: this is the call every MODEL and TRANSFORMER makes
+                start = perf_counter()
+                try:
+                    msg = await unit.call(plan.input_method, msg, puid)
+                except BaseException as exc:
+                    self.observe(node, plan.input_method, perf_counter() - start, exc)
+                    raise
+                self.observe(node, plan.input_method, perf_counter() - start, None)
             routing[node.name] = -1
-        if node.children:
-            msg = await self._children(node, unit, msg, routing, puid)
-        if node.does("TRANSFORM_OUTPUT") and unit is not None:
+        if plan.children:
+            msg = await self._children(plan, msg, routing, puid)
+        if plan.output:
+            assert unit is not None
             msg = await self._timed(node, "transform_output", unit.call("transform_output", msg, puid))
             routing[node.name] = -1
         return msg
 
-    async def _children(self, node: Node, unit: GraphUnit | None, msg: Message, routing: dict[str, int],
-                        puid: str) -> Message:
-        if node.does("ROUTE") and unit is not None:
+    async def _children(self, plan: _Plan, msg: Message, routing: dict[str, int], puid: str) -> Message:
+        node, unit, children = plan.node, plan.unit, plan.children
+        if plan.routes:
+            assert unit is not None
             route = await self._timed(node, "route", unit.route(msg, puid))
         elif node.implementation == "RANDOM_ABTEST":
             route = 0 if self.random.random() < self._ratio[node.name] else 1
@@ -87,21 +122,21 @@ class GraphExecutor:
         if route == -2:
             return msg  # no child: the current message goes on (and the output phase still runs)
         outputs: list[Message]
-        if route == -1 and len(node.children) == 1:
-            outputs = [await self._predict(node.children[0], msg, routing, puid)]  # no task for a lone child
+        if route == -1 and len(children) == 1:
+            outputs = [await self._predict(children[0], msg, routing, puid)]  # no task for a lone child
         elif route == -1:
-            outcomes = await asyncio.gather(*(self._predict(c, msg, routing, puid) for c in node.children),
+            outcomes = await asyncio.gather(*(self._predict(c, msg, routing, puid) for c in children),
                                             return_exceptions=True)
             for outcome in outcomes:  # the first failure in spec order wins, as in Seldon
                 if isinstance(outcome, BaseException):
                     raise outcome
             outputs = [o for o in outcomes if isinstance(o, Message)]
-        elif 0 <= route < len(node.children):
-            outputs = [await self._predict(node.children[route], msg, routing, puid)]
+        elif 0 <= route < len(children):
+            outputs = [await self._predict(children[route], msg, routing, puid)]
         else:
-            raise BadRequest(f"router {node.name!r} returned route {route}, but it has {len(node.children)} "
-                             f"children (valid: -2, -1, 0..{len(node.children) - 1})")
-        if node.does("AGGREGATE"):
+            raise BadRequest(f"router {node.name!r} returned route {route}, but it has {len(children)} "
+                             f"children (valid: -2, -1, 0..{len(children) - 1})")
+        if plan.aggregates:
             routing[node.name] = -1
             if unit is not None:
                 return await self._timed(node, "aggregate", unit.aggregate(outputs, puid))

@@ -19,11 +19,9 @@ from fastseldon import seldon_protocol as sp
 from fastseldon.errors import BadRequest, FastSeldonError, InternalError, UpstreamError
 from fastseldon.graph.http_client import HttpError, HttpPool
 from fastseldon.proto import prediction_pb2 as pb
-from fastseldon.runner import HookRunner, user_error
+from fastseldon.runner import HookRunner
 from fastseldon.service import SeldonService
-from fastseldon.steps import Call
 from fastseldon.types import Feedback, Message, Reply
-from fastseldon.user_model import is_not_implemented
 
 PUID_HEADER = "Seldon-Puid"
 
@@ -111,24 +109,11 @@ class LocalUnit:
         return msg
 
     async def call(self, method: str, msg: Message, puid: str) -> Message:
-        plain = self.service.plain_call(method, msg)
-        if plain is not None and self.runner.may_inline(plain):
-            return self._plain(method, msg, plain)
+        reply = self.runner.plain(self.service, method, msg)  # a plain hook, right here (runner.plain)
+        if reply is not None:
+            return reply.to_message()
         fn = getattr(self.service, method)
         return await self._run(fn(self._prepared(method, msg)))
-
-    def _plain(self, method: str, msg: Message, call: Call) -> Message:
-        """A plain endpoint's one hook, right here on the loop: what the steps would do, minus their driving."""
-        try:
-            try:
-                out = self.runner.on_loop(call)
-            except Exception as exc:
-                if not is_not_implemented(exc):
-                    raise
-                return self.service.plain_absent(method, msg).to_message()
-            return self.service.plain_reply(method, msg, out).to_message()
-        except Exception as exc:  # noqa: BLE001 - user code: as the runner reports it
-            raise user_error(exc) from None
 
     async def route(self, msg: Message, puid: str) -> int:
         return route_of(await self.call("route", msg, puid), self.name)
