@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastseldon.batching import AdaptiveBatcher, batcher_for
 from fastseldon.errors import FastSeldonError, from_user_exception
@@ -32,9 +32,11 @@ from fastseldon.watchdog import activity, loop_run_delay
 
 if TYPE_CHECKING:
     from fastseldon.service import SeldonService
-    from fastseldon.types import Message, Reply
+    from fastseldon.types import InferRequest, InferResult, Message, Reply
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 # Warm-up calls that always go to the thread pool, so a slow first predict can't stall the loop.
 PROBE_CALLS = WARMUP_CALLS
@@ -129,19 +131,31 @@ class HookRunner:
 
     def plain(self, service: SeldonService, endpoint: str, msg: Message) -> Reply | None:
         """``endpoint``'s reply computed right here on the loop when it is plain (service.plain_call)
-        and its hook may run inline: the steps' answer without driving them; None when it is not.
-        A SeldonNotImplementedError is Seldon's fall-through, any other error the user's, as ``run``."""
+        and its hook may run inline: the steps' answer without driving them; None when it is not."""
         call = service.plain_call(endpoint, msg)
         if call is None or not self.may_inline(call):
             return None
+        return self._plain(call, lambda out: service.plain_reply(endpoint, msg, out),
+                           lambda: service.plain_absent(endpoint, msg))
+
+    def plain_infer(self, service: SeldonService, request: InferRequest) -> InferResult | None:
+        """V2 inference the same way (service.plain_infer_call), or None when predict is not plain here."""
+        call = service.plain_infer_call(request)
+        if call is None or not self.may_inline(call):
+            return None
+        return self._plain(call, lambda out: service.plain_infer_result(request, out), service.infer_absent)
+
+    def _plain(self, call: Call, reply: Callable[[Any], _R], absent: Callable[[], _R]) -> _R:
+        """Call a plain hook on the loop: ``reply(out)``, or ``absent()`` when it raised Seldon's
+        SeldonNotImplementedError (the fall-through); any other error the user's, as ``run`` reports it."""
         try:
             try:
                 out = self.on_loop(call)
             except Exception as exc:
                 if not is_not_implemented(exc):
                     raise
-                return service.plain_absent(endpoint, msg)
-            return service.plain_reply(endpoint, msg, out)
+                return absent()
+            return reply(out)
         except Exception as exc:  # noqa: BLE001 - user code: 500 with its message, logged with the traceback
             raise user_error(exc) from None
 

@@ -225,22 +225,38 @@ class SeldonService:
         response, anything else is mapped like predict's result (see ``_v2_outputs``).
         The hook's ``meta`` holds the request's ``id`` and ``parameters`` when it sent them.
         """
-        def make_call(hook: Hook) -> Call:
-            if hook.raw:
-                return Call(hook, (request.as_dict(),))
-            inputs = request.inputs
-            meta = {k: v for k, v in (("id", request.id), ("parameters", request.parameters)) if v}
-            if len(inputs) == 1:
-                x = inputs[0].data
-                return Call(hook, (x, []), _call_kwargs(hook, meta), batchable=x.ndim > 0 and x.dtype.kind in "biuf")
-            return Call(hook, ({t.name: t.data for t in inputs}, [t.name for t in inputs]), _call_kwargs(hook, meta))
-
-        hook, out = yield from _first_implemented(self.model.predict, make_call)
+        hook, out = yield from _first_implemented(self.model.predict, lambda h: self._infer_call(h, request))
         if hook is None:
             raise NotImplementedHook("predict not defined")
-        raw = hook.raw
-        data, _tags, runtime_metrics = _unwrap(out)
         metrics = validate_metrics((yield from self._user_metrics()) or []) if self.model.metrics is not None else []
+        return self._infer_result(request, hook.raw, out, metrics)
+
+    def plain_infer_call(self, request: InferRequest) -> Call | None:
+        """The one hook call V2 inference makes for ``request`` when predict is plain (see ``plain_call``), else None."""
+        hook = self.plain.get("predict")
+        return None if hook is None else self._infer_call(hook, request)
+
+    def plain_infer_result(self, request: InferRequest, out: Any) -> InferResult:
+        """The InferResult of a plain predict that answered ``out``: what ``infer``'s steps return."""
+        return self._infer_result(request, False, out, [])
+
+    @staticmethod
+    def infer_absent() -> InferResult:
+        """V2 inference when predict raised SeldonNotImplementedError: there is no answer."""
+        raise NotImplementedHook("predict not defined")
+
+    def _infer_call(self, hook: Hook, request: InferRequest) -> Call:
+        if hook.raw:
+            return Call(hook, (request.as_dict(),))
+        inputs = request.inputs
+        meta = {k: v for k, v in (("id", request.id), ("parameters", request.parameters)) if v}
+        if len(inputs) == 1:
+            x = inputs[0].data
+            return Call(hook, (x, []), _call_kwargs(hook, meta), batchable=x.ndim > 0 and x.dtype.kind in "biuf")
+        return Call(hook, ({t.name: t.data for t in inputs}, [t.name for t in inputs]), _call_kwargs(hook, meta))
+
+    def _infer_result(self, request: InferRequest, raw: bool, out: Any, metrics: list[dict[str, Any]]) -> InferResult:
+        data, _tags, runtime_metrics = _unwrap(out)
         if runtime_metrics:
             metrics += validate_metrics(runtime_metrics)
         if metrics:

@@ -224,35 +224,48 @@ def request_from_json(doc: Any, binary: memoryview | None, model_name: str, mode
 # --------------------------------------------------------------------------- REST encoding
 
 
+_JSON_STRS: dict[str, bytes] = {}
+
+
+def _json_str(text: str) -> bytes:
+    """``codec.dumps(text)``, kept for the few strings every reply repeats (model, output and datatype names)."""
+    out = _JSON_STRS.get(text)
+    if out is None:
+        out = codec.dumps(text)
+        if len(_JSON_STRS) < 4096:
+            _JSON_STRS[text] = out
+    return out
+
+
 def encode_rest_response(result: InferResult, request: InferRequest, model_name: str, model_version: str
                          ) -> RestReply:
     """InferResult -> V2 REST response: JSON, plus binary chunks for outputs asked for as binary."""
     default_binary = request.binary_output
     flags = {o.name: o.binary for o in request.outputs} if request.outputs else {}
-    outputs: list[dict[str, Any]] = []
+    dumps = codec.dumps
+    # Assembled from the dumps of its parts, the bytes ``codec.dumps`` gives the whole document
+    # (compact JSON, keys in this order), without walking the document's dicts for arrays.
+    outputs: list[bytes] = []
     chunks: list[Any] = []
     for tensor in result.outputs:
         flag = flags.get(tensor.name)
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.data.shape)}
         params = dict(tensor.parameters)
         if default_binary if flag is None else flag:
             raw = codec.encode_raw(tensor.data, tensor.datatype)
             params["binary_data_size"] = memoryview(raw).nbytes
             chunks.append(raw)
+            data = b""
         else:
-            entry["data"] = codec.v2_json_data(tensor.data)
-        if params:
-            entry["parameters"] = params
-        outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": model_name}
-    if model_version:
-        doc["model_version"] = model_version
-    if request.id is not None:
-        doc["id"] = request.id
-    if result.parameters:
-        doc["parameters"] = result.parameters
-    doc["outputs"] = outputs
-    head = codec.dumps(doc)
+            data = b',"data":' + dumps(codec.v2_json_data(tensor.data))
+        outputs.append(b'{"name":%b,"datatype":%b,"shape":%b%b%b}' % (
+            _json_str(tensor.name), _json_str(tensor.datatype), str(list(tensor.data.shape)).replace(" ", "").encode(),
+            data, b',"parameters":' + dumps(params) if params else b""))
+    head = b'{"model_name":%b%b%b%b,"outputs":[%b]}' % (
+        _json_str(model_name),
+        b',"model_version":' + _json_str(model_version) if model_version else b"",
+        b',"id":' + dumps(request.id) if request.id is not None else b"",
+        b',"parameters":' + dumps(result.parameters) if result.parameters else b"",
+        b",".join(outputs))
     if not chunks:
         return RestReply(head, JSON, [])
     return RestReply(b"".join([head, *chunks]), OCTET_STREAM, [(HEADER_LENGTH_OUT, str(len(head)).encode())])

@@ -182,7 +182,10 @@ class V2Endpoints:
         try:
             infer_request = v2.decode_rest_request(request.body, request.headers, name, version, self.max_body)
             decoded = time.perf_counter_ns()
-            result = await self.runner.run(self.service.infer(infer_request))
+            # a plain sync predict cheap enough for the loop: called here, no step generator to drive
+            result = self.runner.plain_infer(self.service, infer_request)
+            if result is None:
+                result = await self.runner.run(self.service.infer(infer_request))
             inferred = time.perf_counter_ns()
             body, content_type, headers = v2.encode_rest_response(result, infer_request, self.model_name, version)
         except Exception:

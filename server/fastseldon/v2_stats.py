@@ -48,13 +48,19 @@ class InferStats:
         self._written = -1
 
     def success(self, decode_ns: int, infer_ns: int, encode_ns: int) -> None:
-        with self._lock:
+        now = int(time.time() * 1000)
+        with self._lock:  # spelled out: this runs on every inference
             t = self._totals
-            for stage, ns in (("compute_input", decode_ns), ("compute_infer", infer_ns), ("compute_output", encode_ns),
-                              ("success", decode_ns + infer_ns + encode_ns), ("queue", 0)):
-                t[f"{stage}_count"] += 1
-                t[f"{stage}_ns"] += ns
-            t["last_inference"] = int(time.time() * 1000)
+            t["compute_input_count"] += 1
+            t["compute_input_ns"] += decode_ns
+            t["compute_infer_count"] += 1
+            t["compute_infer_ns"] += infer_ns
+            t["compute_output_count"] += 1
+            t["compute_output_ns"] += encode_ns
+            t["success_count"] += 1
+            t["success_ns"] += decode_ns + infer_ns + encode_ns
+            t["queue_count"] += 1
+            t["last_inference"] = now
 
     def fail(self, ns: int) -> None:
         with self._lock:

@@ -131,3 +131,59 @@ def test_rest_plain_path_keeps_seldon_meta_and_errors() -> None:
     assert absent.status == 200 and json.loads(absent.body)["data"]["ndarray"] == []
     (failed, _) = _answers(Failing(), "/api/v1.0/predictions", BODY, inline=True)
     assert failed.status == 500 and "bad row" in failed.body.decode()
+
+
+# --------------------------------------------------------------------------- V2 inference
+
+
+class V2Multi:
+    def predict(self, X, names, meta=None):
+        return {"y": np.asarray(X) * 2, "n": np.array([len(meta or {})])}
+
+
+class V2Metrics:
+    def predict(self, X, names):
+        return SeldonResponse(np.asarray(X, dtype=np.float32), None, [{"type": "GAUGE", "key": "g", "value": 2}])
+
+
+V2_BODY = json.dumps({"id": "r1", "parameters": {"p": 1}, "inputs": [
+    {"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1.0, 2.5, 3.0]}]}).encode()
+V2_OUTPUTS = json.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]}],
+                         "outputs": [{"name": "n"}, {"name": "y", "parameters": {"binary_data": True}}]}).encode()
+V2_UNKNOWN = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}],
+                         "outputs": [{"name": "nope"}]}).encode()
+
+
+@pytest.mark.parametrize(("obj", "body"), [
+    (Double(), V2_BODY),
+    (V2Multi(), V2_BODY),
+    (V2Multi(), V2_OUTPUTS),
+    (V2Multi(), V2_UNKNOWN),
+    (V2Metrics(), V2_BODY),
+    (Absent(), V2_BODY),
+    (Failing(), V2_BODY),
+    (WithTags(), V2_BODY),
+])
+def test_v2_plain_path_answers_as_the_steps(obj: Any, body: bytes) -> None:
+    def answers(inline: bool) -> list[tuple[int, bytes, list[Any]]]:
+        loop = asyncio.new_event_loop()
+        app = App(ServerSettings(inline_hook_seconds=10.0 if inline else 0.0),
+                  UnitSettings(interface_name=type(obj).__name__, model_name="m"), UserModel.from_object(obj), loop)
+        driven = []
+        infer = app.service.infer
+        app.service.infer = lambda request: driven.append(1) or infer(request)  # type: ignore[method-assign]
+        try:
+            handler = app.router.resolve("POST", "/v2/models/m/infer")
+            out = [loop.run_until_complete(handler(Request("POST", "/v2/models/m/infer", "",
+                                                           {b"content-type": b"application/json"}, body)))
+                   for _ in range(PROBE_CALLS + 2)]
+            stats = app.v2.stats.statistics()["inference_stats"]
+            ok = sum(r.status == 200 for r in out)
+            assert stats["success"]["count"] == ok and stats["fail"]["count"] == len(out) - ok
+            assert len(driven) - PROBE_CALLS == (0 if inline and app.service.plain else 2)
+            return [(r.status, r.body, r.headers) for r in out[PROBE_CALLS:]]
+        finally:
+            app.close()
+            loop.close()
+
+    assert answers(True) == answers(False)

@@ -539,3 +539,54 @@ def test_grpc_raw_output_fed_back_as_raw_input_is_the_same_array(datatype, data)
         assert back.tolist() == arr.tolist()
     else:
         same(back, arr)
+
+
+def _whole_document(result: InferResult, request: InferRequest, model_name: str, model_version: str) -> bytes:
+    """The reply's JSON as one ``codec.dumps`` of the whole document: what encode_rest_response's parts add up to."""
+    flags = {o.name: o.binary for o in request.outputs} if request.outputs else {}
+    outputs = []
+    for t in result.outputs:
+        entry = {"name": t.name, "datatype": t.datatype, "shape": list(t.data.shape)}
+        params = dict(t.parameters)
+        flag = flags.get(t.name)
+        if request.binary_output if flag is None else flag:
+            params["binary_data_size"] = memoryview(codec.encode_raw(t.data, t.datatype)).nbytes
+        else:
+            entry["data"] = codec.v2_json_data(t.data)
+        if params:
+            entry["parameters"] = params
+        outputs.append(entry)
+    doc = {"model_name": model_name, **({"model_version": model_version} if model_version else {}),
+           **({"id": request.id} if request.id is not None else {}), **({"parameters": result.parameters} if result.parameters else {}),
+           "outputs": outputs}
+    return codec.dumps(doc)
+
+
+@pytest.mark.parametrize("case", ["plain", "named", "nan", "fp32", "bytes", "binary", "scalar"])
+def test_rest_reply_is_the_whole_documents_dumps(case: str) -> None:
+    data = np.array([[1.5, -2.0, 3.25]])
+    outputs = [Tensor("output-0", "FP64", data, {})]
+    request = InferRequest("m", "", None, [], None, {}, False)
+    version = ""
+    if case == "named":
+        outputs = [Tensor('sortie "é"\n', "INT64", np.array([1, 2]), {"unit": "cm", "w": 0.5}),
+                   Tensor("b", "FP64", data, {})]
+        request = InferRequest("m", "", "req-\u2603", [], None, {}, False)
+        version = "7"
+    elif case == "nan":
+        outputs = [Tensor("y", "FP64", np.array([np.nan, np.inf, 1.0]), {"bad": float("nan")})]
+    elif case == "fp32":
+        outputs = [Tensor("y", "FP32", np.array([0.1, 2.5], dtype=np.float32), {})]
+    elif case == "bytes":
+        outputs = [Tensor("y", "BYTES", np.array([b"ab", "c\u00e9".encode()], dtype=object), {})]
+    elif case == "binary":
+        outputs = [Tensor("y", "FP64", data, {}), Tensor("z", "INT32", np.array([1, 2], dtype=np.int32), {})]
+        request = InferRequest("m", "", None, [], [v2.RequestedOutput("z", True, {})], {}, False)
+    elif case == "scalar":
+        outputs = [Tensor("y", "FP64", np.array(2.0), {})]
+    result = InferResult(outputs, {"p": [1, 2]} if case == "named" else {})
+    body, _content_type, headers = v2.encode_rest_response(result, request, "mödel", version)
+    head = _whole_document(result, request, "mödel", version)
+    assert body[:len(head)] == head
+    if headers:
+        assert headers == [(b"Inference-Header-Content-Length", str(len(head)).encode())]
