@@ -325,6 +325,16 @@ def _default_names_bytes(columns: int) -> bytes:
     return _cached_names_bytes(columns) if columns <= _CACHED_NAMES else _names_wire(columns, proto=False)
 
 
+def _names_json(arr: np.ndarray, names: list[str] | None) -> bytes:
+    """A reply's ``names`` as JSON; Seldon's default names (given as None, or spelled out, as a graph
+    passes them on from unit to unit) come from the cache."""
+    if arr.ndim > 1:
+        columns = arr.shape[1]
+        if names is None or (len(names) == columns and tuple(names) == default_names(columns)):
+            return _default_names_bytes(columns)
+    return codec.dumps(reply_names(arr, names))
+
+
 def _default_names_block(columns: int) -> bytes:
     return _cached_names_block(columns) if columns <= _CACHED_NAMES else _names_wire(columns, proto=True)
 
@@ -384,8 +394,7 @@ def reply_to_json(reply: Reply) -> bytes:
     kind = _data_kind(reply.kind, arr)
     if kind == "tftensor":
         return codec.dumps(reply_to_json_obj(reply))
-    names = _default_names_bytes(arr.shape[1]) if arr.ndim > 1 and reply.names is None else \
-        codec.dumps(reply_names(arr, reply.names))
+    names = _names_json(arr, reply.names)
     meta = codec.dumps(reply.meta) if reply.meta else b"{}"
     if kind == "tensor":
         shape = codec.dumps(list(arr.shape))

@@ -441,24 +441,26 @@ class SeldonService:
     def _merged_meta(self, metas: list[dict[str, Any]], custom_tags: dict[str, Any], custom_metrics: list[Any],
                      request_meta: bool = True) -> dict[str, Any]:
         """The reply's meta: the requests' tags, metrics and requestPath merged with this unit's own, as Seldon does."""
-        meta: dict[str, Any] = {}
         tags: dict[str, Any] = {}
         metrics: list[Any] = []
         path = dict(self._request_path)
-        for m in metas:
-            if not m:
-                continue
-            if request_meta:
-                tags.update(m.get("tags") or {})
-                metrics.extend(m.get("metrics") or [])
-                path.update(m.get("requestPath") or {})
-        tags.update(custom_tags)
-        if self.settings.include_metrics_in_response:
+        if request_meta:
+            for m in metas:
+                if m:
+                    if found := m.get("tags"):
+                        tags.update(found)
+                    if found := m.get("metrics"):
+                        metrics.extend(found)
+                    if found := m.get("requestPath"):
+                        path.update(found)
+        if custom_tags:
+            tags.update(custom_tags)
+        if custom_metrics and self.settings.include_metrics_in_response:
             metrics.extend(custom_metrics)
+        meta: dict[str, Any] = {}
         if metrics:
             meta["metrics"] = metrics
-        puid = metas[0].get("puid") if metas and metas[0] else None
-        if puid:
+        if metas and metas[0] and (puid := metas[0].get("puid")):
             meta["puid"] = puid
         if path:
             meta["requestPath"] = path

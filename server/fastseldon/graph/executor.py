@@ -90,15 +90,17 @@ class GraphExecutor:
         node, unit = plan.node, plan.unit
         if plan.input_method is not None:
             assert unit is not None
-            if self.observe is None:
-                msg = await unit.call(plan.input_method, msg, puid)
-            else:  # _timed, unrolled: this is the call every MODEL and TRANSFORMER makes
-                start = perf_counter()
-                try:
-                    msg = await unit.call(plan.input_method, msg, puid)
-                except BaseException as exc:
+            # _timed, unrolled (the call every MODEL and TRANSFORMER makes), and no coroutine when
+            # the unit can answer right away
+            start = perf_counter()
+            try:
+                out = unit.call_now(plan.input_method, msg, puid)
+                msg = out if out is not None else await unit.call(plan.input_method, msg, puid)
+            except BaseException as exc:
+                if self.observe is not None:
                     self.observe(node, plan.input_method, perf_counter() - start, exc)
-                    raise
+                raise
+            if self.observe is not None:
                 self.observe(node, plan.input_method, perf_counter() - start, None)
             routing[node.name] = -1
         if plan.children:

@@ -44,6 +44,9 @@ class GraphUnit(Protocol):
 
     async def call(self, method: str, msg: Message, puid: str) -> Message: ...
 
+    def call_now(self, method: str, msg: Message, puid: str) -> Message | None:
+        """The answer right away when it needs no waiting (a plain hook in this process), else None: use ``call``."""
+
     async def route(self, msg: Message, puid: str) -> int: ...
 
     async def aggregate(self, msgs: list[Message], puid: str) -> Message: ...
@@ -108,10 +111,14 @@ class LocalUnit:
             return Message(msg.kind, msg.payload, msg.names, msg.meta, wire_dict(msg))
         return msg
 
-    async def call(self, method: str, msg: Message, puid: str) -> Message:
+    def call_now(self, method: str, msg: Message, puid: str) -> Message | None:
         reply = self.runner.plain(self.service, method, msg)  # a plain hook, right here (runner.plain)
-        if reply is not None:
-            return reply.to_message()
+        return None if reply is None else reply.to_message()
+
+    async def call(self, method: str, msg: Message, puid: str) -> Message:
+        out = self.call_now(method, msg, puid)
+        if out is not None:
+            return out
         fn = getattr(self.service, method)
         return await self._run(fn(self._prepared(method, msg)))
 
@@ -158,6 +165,9 @@ class RemoteRestUnit:
             return codec.parse_seldon_json(resp.body)
         except FastSeldonError:
             raise UpstreamError(f"unit {self.name!r} answered {method} with a body that is not JSON", 500) from None
+
+    def call_now(self, method: str, msg: Message, puid: str) -> Message | None:
+        return None  # over the network: always awaited
 
     async def call(self, method: str, msg: Message, puid: str) -> Message:
         obj = await self._post(method, sp.reply_to_json(as_reply(msg)), puid)
@@ -224,6 +234,9 @@ class RemoteGrpcUnit:
         loop = asyncio.get_running_loop()
         out = await loop.run_in_executor(self.executor, self._invoke_blocking, method, body, puid)
         return sp.message_from_proto_bytes(out)
+
+    def call_now(self, method: str, msg: Message, puid: str) -> Message | None:
+        return None  # over the network: always awaited
 
     async def call(self, method: str, msg: Message, puid: str) -> Message:
         return await self._invoke(method, sp.reply_to_proto_bytes(as_reply(msg)), puid)
