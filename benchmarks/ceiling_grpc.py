@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import threading
 from concurrent import futures
 
 import grpc
+
+from benchmarks.ceiling_http import run_workers
 
 _OPTIONS = [
     ("grpc.so_reuseport", 1),
@@ -85,17 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=10)
     args = parser.parse_args(argv)
     # gRPC must not exist before a fork: each worker builds its own server on a shared port.
-    children = []
-    for _ in range(args.workers - 1):
-        pid = os.fork()
-        if pid == 0:
-            _serve(args.flavour, args.port, args.threads)
-            os._exit(0)
-        children.append(pid)
-    _serve(args.flavour, args.port, args.threads)
-    for pid in children:
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
+    run_workers(args.workers, lambda: _serve(args.flavour, args.port, args.threads))
     return 0
 
 

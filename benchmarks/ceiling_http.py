@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Callable
 
 import httptools
 import uvloop
@@ -57,9 +58,10 @@ class _EchoProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def _serve(sock: socket.socket) -> None:
+async def serve_protocol(sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
+    """Serve ``factory``'s protocol on ``sock`` until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_EchoProtocol, sock=sock)
+    server = await loop.create_server(factory, sock=sock)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -77,24 +79,34 @@ def _listen(port: int) -> socket.socket:
     return sock
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_workers(workers: int, serve: Callable[[], object]) -> None:
+    """``serve()`` in this process and in ``workers - 1`` forked ones; the forks are stopped when it returns."""
+    children = []
+    for _ in range(workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            serve()
+            os._exit(0)
+        children.append(pid)
+    serve()
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+
+
+def serve_http(argv: list[str] | None, factory: Callable[[], asyncio.Protocol], description: str) -> int:
+    """The command line of an HTTP reference server: --port, --workers; one listening socket for all."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     sock = _listen(args.port)  # bound once in the parent, shared by forked workers
-    children = []
-    for _ in range(args.workers - 1):
-        pid = os.fork()
-        if pid == 0:
-            uvloop.run(_serve(sock))
-            os._exit(0)
-        children.append(pid)
-    uvloop.run(_serve(sock))
-    for pid in children:
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
+    run_workers(args.workers, lambda: uvloop.run(serve_protocol(sock, factory)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve_http(argv, _EchoProtocol, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -12,17 +12,13 @@ no metrics: the per-request cost above this floor is the server's own.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import signal
 
 import httptools
 import numpy as np
 import orjson
-import uvloop
 
-from benchmarks.ceiling_http import _listen
+from benchmarks.ceiling_http import serve_http
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _V2_DTYPES = {"FP32": np.float32, "FP64": np.float64}
@@ -101,34 +97,8 @@ class _FloorProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def _serve(sock) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(_FloorProtocol, sock=sock)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    async with server:
-        await stop.wait()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
-    sock = _listen(args.port)  # bound once in the parent, shared by forked workers
-    children = []
-    for _ in range(args.workers - 1):
-        pid = os.fork()
-        if pid == 0:
-            uvloop.run(_serve(sock))
-            os._exit(0)
-        children.append(pid)
-    uvloop.run(_serve(sock))
-    for pid in children:
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
-    return 0
+    return serve_http(argv, _FloorProtocol, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -21,52 +21,7 @@ from fastseldon.service import SeldonService
 from fastseldon.settings import UnitSettings
 from fastseldon.types import Message
 from fastseldon.user_model import UserModel
-
-
-class SeldonNotImplementedError(Exception):
-    """seldon_core's name: raising it means the hook is absent."""
-
-
-class SeldonResponse:
-    def __init__(self, data: Any, tags: Any = None, metrics: Any = None):
-        self.data, self.tags, self.metrics = data, tags, metrics
-
-
-class Plain:
-    def predict(self, X, names):
-        return X * 2
-
-    def transform_input(self, X, names, meta=None):
-        return np.asarray(X) + len(meta or {})
-
-
-class Tagged:
-    def predict(self, X, names):
-        return SeldonResponse(X + 1, {"who": "tagged"}, [{"type": "COUNTER", "key": "hits", "value": 1}])
-
-    def class_names(self):
-        return ["a", "b", "c"]
-
-
-class Absent:
-    def predict(self, X, names):
-        raise SeldonNotImplementedError("not here")
-
-    def transform_input(self, X, names):
-        raise SeldonNotImplementedError("not here either")
-
-
-class Failing:
-    def predict(self, X, names):
-        raise ValueError("bad row")
-
-
-class WithTags:  # tags() makes the endpoint not plain: both ways are the steps
-    def predict(self, X, names):
-        return X
-
-    def tags(self):
-        return {"t": 1}
+from tests.support.plain_models import Absent, Double, Failing, Tagged, WithTags
 
 
 def _unit(obj: Any, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor, **settings: Any) -> LocalUnit:
@@ -114,9 +69,9 @@ META = {"puid": "abc", "tags": {"up": "stream"}, "requestPath": {"before": "b:1"
 
 
 @pytest.mark.parametrize(("obj", "method", "plain"), [
-    (Plain(), "predict", True),
-    (Plain(), "transform_input", True),
-    (Plain(), "transform_output", True),  # no hook: passed through by the steps, not plain
+    (Double(), "predict", True),
+    (Double(), "transform_input", True),
+    (Double(), "transform_output", True),  # no hook: passed through by the steps, not plain
     (Tagged(), "predict", True),
     (Absent(), "predict", True),
     (Absent(), "transform_input", True),

@@ -15,52 +15,7 @@ from fastseldon.http import Request, Response
 from fastseldon.runner import PROBE_CALLS
 from fastseldon.settings import ServerSettings, UnitSettings
 from fastseldon.user_model import UserModel
-
-
-class SeldonNotImplementedError(Exception):
-    """seldon_core's name: raising it means the hook is absent."""
-
-
-class SeldonResponse:
-    def __init__(self, data: Any, tags: Any = None, metrics: Any = None):
-        self.data, self.tags, self.metrics = data, tags, metrics
-
-
-class Double:
-    def predict(self, X, names, meta=None):
-        return np.asarray(X) * 2
-
-
-class Tagged:
-    def predict(self, X, names):
-        return SeldonResponse(X + 1, {"who": "tagged"}, [{"type": "COUNTER", "key": "hits", "value": 1}])
-
-    def class_names(self):
-        return ["a", "b", "c"]
-
-
-class Absent:
-    def predict(self, X, names):
-        raise SeldonNotImplementedError("not here")
-
-
-class Failing:
-    def predict(self, X, names):
-        raise ValueError("bad row")
-
-
-class Transformer:
-    def transform_input(self, X, names):
-        return np.asarray(X) + 1
-
-
-class WithTags:  # tags() makes the endpoint not plain
-    def predict(self, X, names):
-        return X
-
-    def tags(self):
-        return {"t": 1}
-
+from tests.support.plain_models import Absent, Double, Failing, SeldonResponse, Tagged, Transformer, WithTags
 
 BODY = json.dumps({"data": {"names": ["x", "y", "z"], "ndarray": [[1.0, 2.0, 3.0]]},
                    "meta": {"puid": "abc", "tags": {"up": "stream"}, "requestPath": {"before": "b:1"},
