@@ -57,6 +57,16 @@ def render_error(exc: FastSeldonError) -> Response:
     return Response(exc.http_status, v2.error_body(exc), JSON)
 
 
+
+def add_server_grpc(methods: dict[str, Any]) -> None:
+    """The server-level V2 gRPC answers (live, ready, metadata): fixed bytes, built once."""
+    live = pb.ServerLiveResponse(live=True).SerializeToString()
+    ready = pb.ServerReadyResponse(ready=True).SerializeToString()
+    server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=v2.EXTENSIONS).SerializeToString()
+    methods[GRPC_SERVICE + "ServerLive"] = lambda body: live
+    methods[GRPC_SERVICE + "ServerReady"] = lambda body: ready
+    methods[GRPC_SERVICE + "ServerMetadata"] = lambda body: server_meta
+
 class V2Endpoints:
     """The V2 REST handlers and gRPC methods of one worker, bound to its App and model."""
 
@@ -231,12 +241,7 @@ class V2Endpoints:
     def add_grpc(self) -> None:
         timed = self.app.timed_grpc
         methods = self.app.grpc_methods
-        live = pb.ServerLiveResponse(live=True).SerializeToString()
-        ready = pb.ServerReadyResponse(ready=True).SerializeToString()
-        server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=v2.EXTENSIONS).SerializeToString()
-        methods[GRPC_SERVICE + "ServerLive"] = lambda body: live
-        methods[GRPC_SERVICE + "ServerReady"] = lambda body: ready
-        methods[GRPC_SERVICE + "ServerMetadata"] = lambda body: server_meta
+        add_server_grpc(methods)
         methods[GRPC_SERVICE + "ModelReady"] = timed(GRPC_SERVICE + "ModelReady", self.grpc_model_ready)
         methods[GRPC_SERVICE + "ModelMetadata"] = timed(GRPC_SERVICE + "ModelMetadata", self.grpc_model_metadata)
         methods[GRPC_SERVICE + "ModelInfer"] = timed(GRPC_SERVICE + "ModelInfer", self.grpc_infer)
@@ -416,12 +421,7 @@ class V2Models:
 
     def add_grpc(self, repository: bool = False) -> None:
         methods = self.grpc_methods
-        live = pb.ServerLiveResponse(live=True).SerializeToString()
-        ready = pb.ServerReadyResponse(ready=True).SerializeToString()
-        server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=v2.EXTENSIONS).SerializeToString()
-        methods[GRPC_SERVICE + "ServerLive"] = lambda body: live
-        methods[GRPC_SERVICE + "ServerReady"] = lambda body: ready
-        methods[GRPC_SERVICE + "ServerMetadata"] = lambda body: server_meta
+        add_server_grpc(methods)
         for method in ("ModelMetadata", "ModelInfer"):
             methods[GRPC_SERVICE + method] = self._dispatch(GRPC_SERVICE + method)
         methods[GRPC_SERVICE + "ModelReady"] = self.grpc_model_ready
