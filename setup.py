@@ -100,8 +100,10 @@ class BuildNativeCodec(build_ext):
         from Cython.Build import cythonize
 
         start = time.monotonic()
+        # --force regenerates the C/C++ too: sources cythonized by another environment (pip's
+        # isolated build, with a newer numpy's .pxd) need not compile against this one's headers
         out = cythonize(exts, language_level=3, compiler_directives=_COMPILER_DIRECTIVES,
-                        nthreads=min(len(exts), _jobs(self.parallel)), quiet=True)
+                        nthreads=min(len(exts), _jobs(self.parallel)), quiet=True, force=bool(self.force))
         # In place: finalize_options annotated these objects (setuptools' _full_name, ...),
         # and the build keeps using them.
         for ext, generated in zip(exts, out):
