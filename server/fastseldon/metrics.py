@@ -8,6 +8,7 @@ before any worker is forked.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -166,24 +167,26 @@ class LatencyTally:
 
     def __init__(self, buckets: tuple[float, ...] = REQUEST_BUCKETS):
         self.buckets = buckets
+        # bisect over the bounds behind a -inf sentinel gives an observation's slot in a tally
+        # directly: [sum, count in bucket 0, bucket 1, ..., above the last bound]
+        self._slots = (-math.inf, *buckets)
         self._lock = threading.Lock()  # gRPC threads and the event loop both count
-        self._pending: dict[tuple[str, ...], list[Any]] = {}  # key -> [count, sum, per-bucket counts]
+        self._pending: dict[tuple[str, ...], list[Any]] = {}
 
     def add(self, key: tuple[str, ...], seconds: float) -> None:
         with self._lock:
             tally = self._pending.get(key)
             if tally is None:
-                tally = self._pending[key] = [0, 0.0, [0] * len(self.buckets)]
-            tally[0] += 1
-            tally[1] += seconds
-            i = bisect_left(self.buckets, seconds)  # the first bucket whose bound is >= seconds
-            if i < len(self.buckets):
-                tally[2][i] += 1
+                tally = self._pending[key] = [0.0] * (len(self.buckets) + 2)
+            tally[0] += seconds
+            tally[bisect_left(self._slots, seconds)] += 1  # the first bucket whose bound is >= seconds
 
-    def drain(self) -> dict[tuple[str, ...], list[Any]]:
+    def drain(self) -> dict[tuple[str, ...], tuple[int, float, list[int]]]:
+        """What was counted since the last drain: key -> (count, sum, per-bucket counts)."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        return pending
+        n = len(self.buckets)
+        return {key: (int(sum(t[1:])), t[0], [int(c) for c in t[1:n + 1]]) for key, t in pending.items()}
 
 
 def add_observations(hist: Any, total: float, counts: list[int]) -> None:

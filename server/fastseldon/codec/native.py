@@ -100,6 +100,9 @@ def _prepare(obj: Any) -> tuple[Any, bool]:
     if isinstance(obj, float):
         return obj, not math.isfinite(obj)
     if isinstance(obj, dict):
+        types = set(map(type, obj.values()))
+        if _PLAIN.issuperset(types):  # e.g. requestPath or tags of strings: one C pass
+            return obj, float in types and _plain_nonfinite(list(obj.values()))
         out = None
         nonfinite = False
         for key, value in obj.items():

@@ -39,6 +39,7 @@ class _Plan:
     aggregates: bool
     output: bool  # transform_output after the children
     children: tuple[_Plan, ...]
+    passes_on: bool  # one child, called with this node's message and answering for it (no router, no combiner)
 
 
 class GraphExecutor:
@@ -51,7 +52,7 @@ class GraphExecutor:
         self.units = units
         self.routing_injection = routing_injection
         self.random = random.Random(seed)
-        self.observe = observe
+        self.observe: Observer = observe or _unobserved
         self._ratio = {n.name: _ratio_a(n) for n in self.root.walk() if n.implementation == "RANDOM_ABTEST"}
         self._plan = self._plan_of(self.root)
 
@@ -61,8 +62,10 @@ class GraphExecutor:
         input_method = None
         if has and node.does("TRANSFORM_INPUT"):
             input_method = "transform_input" if node.type == "TRANSFORMER" or "TRANSFORM_INPUT" in node.methods else "predict"
-        return _Plan(node, unit, input_method, has and node.does("ROUTE"), node.does("AGGREGATE"),
-                     has and node.does("TRANSFORM_OUTPUT"), tuple(self._plan_of(c) for c in node.children))
+        routes, aggregates = has and node.does("ROUTE"), node.does("AGGREGATE")
+        passes_on = len(node.children) == 1 and not routes and not aggregates and node.implementation != "RANDOM_ABTEST"
+        return _Plan(node, unit, input_method, routes, aggregates, has and node.does("TRANSFORM_OUTPUT"),
+                     tuple(self._plan_of(c) for c in node.children), passes_on)
 
     # -- predict
 
@@ -74,41 +77,49 @@ class GraphExecutor:
             out = Message(out.kind, out.payload, out.names, {**out.meta, "routing": dict(routing)}, out.raw)
         return out, routing
 
+    def _observed(self, node: Node, method: str, start: float, error: BaseException | None) -> None:
+        self.observe(node, method, perf_counter() - start, error)
+
     async def _timed(self, node: Node, method: str, call: Awaitable[Any]) -> Any:
-        if self.observe is None:
-            return await call
         start = perf_counter()
         try:
             out = await call
         except BaseException as exc:
-            self.observe(node, method, perf_counter() - start, exc)
+            self._observed(node, method, start, exc)
             raise
-        self.observe(node, method, perf_counter() - start, None)
+        self._observed(node, method, start, None)
         return out
 
     async def _predict(self, plan: _Plan, msg: Message, routing: dict[str, int], puid: str) -> Message:
-        node, unit = plan.node, plan.unit
-        if plan.input_method is not None:
-            assert unit is not None
-            # _timed, unrolled (the call every MODEL and TRANSFORMER makes), and no coroutine when
-            # the unit can answer right away
-            start = perf_counter()
-            try:
-                out = unit.call_now(plan.input_method, msg, puid)
-                msg = out if out is not None else await unit.call(plan.input_method, msg, puid)
-            except BaseException as exc:
-                if self.observe is not None:
+        """One subtree's answer. A spine of parents that just pass their message on to their one child
+        is walked in this loop (no coroutine per level); their output phases run on the way back up."""
+        outputs: list[_Plan] = []  # nodes whose transform_output runs after their subtree, outermost first
+        while True:
+            node, unit = plan.node, plan.unit
+            if plan.input_method is not None:
+                assert unit is not None
+                # the call every MODEL and TRANSFORMER makes: no coroutine when the unit can answer right away
+                start = perf_counter()
+                try:
+                    out = unit.call_now(plan.input_method, msg, puid)
+                    msg = out if out is not None else await unit.call(plan.input_method, msg, puid)
+                except BaseException as exc:
                     self.observe(node, plan.input_method, perf_counter() - start, exc)
-                raise
-            if self.observe is not None:
+                    raise
                 self.observe(node, plan.input_method, perf_counter() - start, None)
+                routing[node.name] = -1
+            if plan.output:
+                outputs.append(plan)
+            if not plan.passes_on:
+                break
             routing[node.name] = -1
+            plan = plan.children[0]
         if plan.children:
             msg = await self._children(plan, msg, routing, puid)
-        if plan.output:
-            assert unit is not None
-            msg = await self._timed(node, "transform_output", unit.call("transform_output", msg, puid))
-            routing[node.name] = -1
+        for done in reversed(outputs):
+            assert done.unit is not None
+            msg = await self._timed(done.node, "transform_output", done.unit.call("transform_output", msg, puid))
+            routing[done.node.name] = -1
         return msg
 
     async def _children(self, plan: _Plan, msg: Message, routing: dict[str, int], puid: str) -> Message:
@@ -170,6 +181,10 @@ class GraphExecutor:
         if node.does("SEND_FEEDBACK") and unit is not None:
             return await self._timed(node, "send_feedback", unit.send_feedback(feedback, puid))
         return Message("ndarray", np.array([]), [], {})
+
+
+def _unobserved(node: Node, method: str, seconds: float, error: BaseException | None) -> None:
+    pass
 
 
 def _ratio_a(node: Node) -> float:
