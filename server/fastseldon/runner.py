@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastseldon.batching import AdaptiveBatcher, batcher_for
@@ -74,16 +75,22 @@ class HookRunner:
 
     def may_inline(self, call: Call) -> bool:
         """Whether this sync hook call runs right on the loop (cheap so far, never slow there, not batched)."""
-        hook = call.hook
-        return (hook.calls >= PROBE_CALLS and not hook.off_loop and hook.cost < self.inline_seconds
-                and not (call.batchable and self.batcher is not None and self.batcher.wants(call)))
+        return self.inline_ok(call.hook) and not (call.batchable and self.batcher is not None and self.batcher.wants(call))
+
+    def inline_ok(self, hook: Hook) -> bool:
+        """Whether ``hook`` may run on the loop: called enough to know its cost, cheap, never slow there."""
+        return hook.calls >= PROBE_CALLS and not hook.off_loop and hook.cost < self.inline_seconds
 
     def on_loop(self, call: Call) -> Any:
         """A sync hook on the loop thread, watched for the call that is too slow to stay there."""
-        hook = call.hook
+        return self._on_loop(call.hook, call.args, call.kwargs)
+
+    def _on_loop(self, hook: Hook, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        start = perf_counter()
         try:
-            return hook.timed_call(*call.args, **call.kwargs)
+            return hook.fn(*args, **kwargs)
         finally:
+            hook.record(perf_counter() - start)
             if hook.last > self.inline_seconds:
                 self._slow_on_loop(hook)
 
@@ -131,12 +138,27 @@ class HookRunner:
 
     def plain(self, service: SeldonService, endpoint: str, msg: Message) -> Reply | None:
         """``endpoint``'s reply computed right here on the loop when it is plain (service.plain_call)
-        and its hook may run inline: the steps' answer without driving them; None when it is not."""
-        call = service.plain_call(endpoint, msg)
-        if call is None or not self.may_inline(call):
+        and its hook may run inline: the steps' answer without driving them; None when it is not.
+
+        Every cheap unit's request (REST, and each in-process graph hop) comes this way, so it is
+        written flat: no Call object unless a batcher has to look at it."""
+        hook = service.plain.get(endpoint)
+        if hook is None or not self.inline_ok(hook):
             return None
-        return self._plain(call, lambda out: service.plain_reply(endpoint, msg, out),
-                           lambda: service.plain_absent(endpoint, msg))
+        if self.batcher is not None:  # a predict the batcher would stack goes the stepped way, to it
+            call = service.plain_call(endpoint, msg)
+            if call is None or not self.may_inline(call):
+                return None
+        try:
+            try:
+                out = self._on_loop(hook, (msg.payload, msg.names), service.hook_kwargs(hook, msg))
+            except Exception as exc:
+                if not is_not_implemented(exc):
+                    raise
+                return service.plain_absent(endpoint, msg)
+            return service.plain_reply(endpoint, msg, out)
+        except Exception as exc:  # noqa: BLE001 - user code: 500 with its message, logged with the traceback
+            raise user_error(exc) from None
 
     def plain_infer(self, service: SeldonService, request: InferRequest) -> InferResult | None:
         """V2 inference the same way (service.plain_infer_call), or None when predict is not plain here."""

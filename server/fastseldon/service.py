@@ -349,8 +349,15 @@ class SeldonService:
             return None
         return self._unit_call(hook, msg, endpoint == "predict" and isinstance(msg.payload, np.ndarray))
 
+    @staticmethod
+    def hook_kwargs(hook: Hook, msg: Message) -> dict[str, Any]:
+        """The keyword arguments a data hook gets beside (X, names): ``meta``, when it takes it."""
+        return {"meta": msg.meta} if hook.accepts_meta else {}
+
     def plain_reply(self, endpoint: str, msg: Message, out: Any) -> Reply:
         """The reply of a plain endpoint whose hook answered ``out``."""
+        if not is_seldon_response(out):
+            return self._assemble(out, msg.kind, [msg.meta], {}, [])
         data, tags, metrics = _unwrap(out)
         if tags or metrics:
             tags, metrics = self._runtime_custom(_METHODS[endpoint], {}, [], tags, metrics)

@@ -75,7 +75,7 @@ class Reply:
         """
         if self.raw:
             raise ValueError("a *_raw hook's reply is wire-shaped; decode it with the protocol adapter")
-        return message_of(self.payload, self.kind, self.names, dict(self.meta))
+        return message_of(self.payload, self.kind, self.names, self.meta)  # a reply's meta is its own: shared, not copied
 
 
 def message_of(payload: Any, kind: str, names: list[str] | None, meta: dict[str, Any]) -> Message:

@@ -112,7 +112,8 @@ class GraphExecutor:
                 outputs.append(plan)
             if not plan.passes_on:
                 break
-            routing[node.name] = -1
+            if plan.input_method is None:
+                routing[node.name] = -1  # (set by the input phase otherwise)
             plan = plan.children[0]
         if plan.children:
             msg = await self._children(plan, msg, routing, puid)
