@@ -165,14 +165,34 @@ class HookRunner:
         call = service.plain_infer_call(request)
         if call is None or not self.may_inline(call):
             return None
-        return self._plain(call, lambda out: service.plain_infer_result(request, out), service.infer_absent)
+        return self._plain(call, self.on_loop, lambda out: service.plain_infer_result(request, out),
+                           service.infer_absent)
 
-    def _plain(self, call: Call, reply: Callable[[Any], _R], absent: Callable[[], _R]) -> _R:
-        """Call a plain hook on the loop: ``reply(out)``, or ``absent()`` when it raised Seldon's
-        SeldonNotImplementedError (the fall-through); any other error the user's, as ``run`` reports it."""
+    def plain_blocking(self, service: SeldonService, endpoint: str, msg: Message) -> Reply | None:
+        """``plain`` from a gRPC handler thread: the plain hook runs right on it (or goes to the batcher
+        when that takes the call, as ``invoke_blocking`` places it); None when the endpoint is not plain."""
+        call = service.plain_call(endpoint, msg)
+        if call is None:
+            return None
+        return self._plain(call, self.invoke_blocking, lambda out: service.plain_reply(endpoint, msg, out),
+                           lambda: service.plain_absent(endpoint, msg))
+
+    def plain_infer_blocking(self, service: SeldonService, request: InferRequest) -> InferResult | None:
+        """``plain_infer`` from a gRPC handler thread, placed as ``plain_blocking`` places its call."""
+        call = service.plain_infer_call(request)
+        if call is None:
+            return None
+        return self._plain(call, self.invoke_blocking, lambda out: service.plain_infer_result(request, out),
+                           service.infer_absent)
+
+    def _plain(self, call: Call, place: Callable[[Call], Any], reply: Callable[[Any], _R],
+               absent: Callable[[], _R]) -> _R:
+        """Make a plain hook's call with ``place`` (on the loop, or on this gRPC thread): ``reply(out)``,
+        or ``absent()`` when it raised Seldon's SeldonNotImplementedError (the fall-through); any other
+        error the user's, as ``run`` reports it."""
         try:
             try:
-                out = self.on_loop(call)
+                out = place(call)
             except Exception as exc:
                 if not is_not_implemented(exc):
                     raise

@@ -145,15 +145,20 @@ class SeldonEndpoints:
         return sp.user_proto_class(name) if self.service.wants_raw(endpoint, "grpc") else None
 
     def _grpc_unit(self, endpoint: str) -> GrpcHandler:
-        service_fn = getattr(self.service, endpoint)
-        run = self.runner.run_blocking
+        service_fn, service = getattr(self.service, endpoint), self.service
+        run, plain = self.runner.run_blocking, self.runner.plain_blocking
         raw_class = self._raw_class(endpoint, "SeldonMessage")
+        decode, encode = sp.message_from_proto_bytes, sp.reply_to_proto_bytes
 
         def handle(body: bytes) -> bytes:
-            msg = sp.message_from_proto_bytes(body, full_raw=False)  # a raw hook gets its own parse below
+            msg = decode(body, full_raw=False)  # a raw hook gets its own parse below
             if raw_class is not None:
                 msg.raw = raw_class.FromString(body)
-            return sp.reply_to_proto_bytes(run(service_fn(msg)))
+            # a plain sync hook: called right on this gRPC thread, no step generator to drive
+            reply = plain(service, endpoint, msg)
+            if reply is None:
+                reply = run(service_fn(msg))
+            return encode(reply)
 
         return handle
 

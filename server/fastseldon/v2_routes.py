@@ -301,7 +301,10 @@ class V2Endpoints:
             request = v2.decode_grpc_request(body)
             version = self.check(request.model_name, request.model_version)
             decoded = time.perf_counter_ns()
-            result = self.runner.run_blocking(self.service.infer(request))
+            # a plain sync predict: called right on this gRPC thread, no step generator to drive
+            result = self.runner.plain_infer_blocking(self.service, request)
+            if result is None:
+                result = self.runner.run_blocking(self.service.infer(request))
             inferred = time.perf_counter_ns()
             out = v2.encode_grpc_response(result, request, self.model_name, version)
         except Exception:
