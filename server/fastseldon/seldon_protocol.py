@@ -444,12 +444,35 @@ def reply_to_proto(reply: Reply) -> Any:
     return msg
 
 
+# A tensor reply with Seldon's default names and an empty meta (no predictive unit id, no request
+# meta) is the same bytes before its values for every reply of its shape: the encoder writes the
+# first one, its head is kept, and the next replies are that head plus one copy of their values.
+_TENSOR_HEADS: dict[tuple[int, ...], bytes] = {}
+_TENSOR_HEADS_MAX = 64
+
+
+def _default_tensor_reply(arr: np.ndarray) -> bytes:
+    values = np.ascontiguousarray(arr, dtype="<f8")
+    head = _TENSOR_HEADS.get(arr.shape)
+    if head is not None:
+        return b"".join((head, values))
+    msg = pb.SeldonMessage()
+    msg.meta.SetInParent()
+    out = codec.encode_seldon_message(msg, arr, _default_names_block(arr.shape[1]))
+    if len(_TENSOR_HEADS) >= _TENSOR_HEADS_MAX:
+        _TENSOR_HEADS.clear()
+    _TENSOR_HEADS[arr.shape] = out[:len(out) - values.nbytes]
+    return out
+
+
 def reply_to_proto_bytes(reply: Reply) -> bytes:
     """``reply_to_proto(reply).SerializeToString()`` (same bytes); a numeric tensor reply's
     values are written straight from the result array's buffer (codec.encode_seldon_message)."""
     if not reply.raw:
         arr = result_array(reply.payload)
         if arr is not None and arr.dtype.kind in "iuf" and _data_kind(reply.kind, arr) == "tensor":
+            if not reply.meta and reply.names is None and arr.ndim > 1 and arr.shape[1] <= _CACHED_NAMES:
+                return _default_tensor_reply(arr)
             head = pb.SeldonMessage()
             head.meta.SetInParent()  # Seldon always sends meta, even empty
             if reply.meta:

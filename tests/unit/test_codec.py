@@ -931,3 +931,25 @@ def test_seldon_adapter_proto_encode_matches_library_path(payload, kind, names, 
     sp = pytest.importorskip("fastseldon.seldon_protocol")
     reply = sp.Reply(payload, kind, names, meta)
     assert sp.reply_to_proto_bytes(reply) == sp.reply_to_proto(reply).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        np.arange(6, dtype=np.float64).reshape(2, 3),
+        np.arange(6, dtype=np.int64).reshape(3, 2),
+        np.arange(24, dtype=">f8").reshape(2, 3, 4),
+        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        np.zeros((0, 5)),
+        np.arange(10.0).reshape(1, 10)[:, ::2],
+    ],
+)
+def test_seldon_default_tensor_reply_head_is_reused_with_the_same_bytes(payload):
+    """A default-names, empty-meta tensor reply's head is written once per shape and reused: every
+    reply of the shape (other values, the same shape) still equals the library's bytes."""
+    sp = pytest.importorskip("fastseldon.seldon_protocol")
+    sp._TENSOR_HEADS.clear()
+    for values in (payload, payload + 1, payload * -0.5):
+        reply = sp.Reply(values, "tensor", None, {})
+        assert sp.reply_to_proto_bytes(reply) == sp.reply_to_proto(reply).SerializeToString()
+    assert payload.shape in sp._TENSOR_HEADS
