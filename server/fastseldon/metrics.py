@@ -175,11 +175,22 @@ class LatencyTally:
 
     def add(self, key: tuple[str, ...], seconds: float) -> None:
         with self._lock:
-            tally = self._pending.get(key)
-            if tally is None:
-                tally = self._pending[key] = [0.0] * (len(self.buckets) + 2)
+            tally = self._pending.get(key) or self._start(key)
             tally[0] += seconds
             tally[bisect_left(self._slots, seconds)] += 1  # the first bucket whose bound is >= seconds
+
+    def _start(self, key: tuple[str, ...]) -> list[Any]:
+        tally = self._pending[key] = [0.0] * (len(self.buckets) + 2)
+        return tally
+
+    def add_all(self, key: tuple[str, ...], values: list[float]) -> None:
+        """``add`` for each of ``values``, under one lock."""
+        slots = self._slots
+        with self._lock:
+            tally = self._pending.get(key) or self._start(key)
+            tally[0] += sum(values)
+            for seconds in values:
+                tally[bisect_left(slots, seconds)] += 1
 
     def drain(self) -> dict[tuple[str, ...], tuple[int, float, list[int]]]:
         """What was counted since the last drain: key -> (count, sum, per-bucket counts)."""

@@ -27,3 +27,15 @@ def test_tally_matches_prometheus_histogram() -> None:
 
     assert samples(bulk) == samples(direct)
     assert tally.drain() == {}
+
+
+def test_add_all_counts_as_add_does_one_by_one() -> None:
+    rng = random.Random(11)
+    values = [rng.uniform(0, 0.02) for _ in range(300)] + [0.0, 50.0, *REQUEST_BUCKETS[:-1]]
+    one, bulk = LatencyTally(), LatencyTally()
+    for v in values:
+        one.add(("n", "predict", "OK"), v)
+    bulk.add_all(("n", "predict", "OK"), values[:100])
+    bulk.add_all(("n", "predict", "OK"), values[100:])
+    (a,), (b,) = one.drain().values(), bulk.drain().values()
+    assert a[0] == b[0] == len(values) and a[2] == b[2] and abs(a[1] - b[1]) < 1e-9

@@ -88,17 +88,7 @@ def _plain_nonfinite(items: list | tuple) -> bool:
 
 def _prepare(obj: Any) -> tuple[Any, bool]:
     """(object orjson writes as reference.dumps would, whether it holds NaN/Inf anywhere)."""
-    if isinstance(obj, np.ndarray):
-        ready = _json_ready(obj)
-        if isinstance(ready, np.ndarray):
-            return ready, not jsontensors.all_finite(ready)
-        return _prepare(ready)
-    if isinstance(obj, np.generic):
-        return _prepare(obj.item())
-    if isinstance(obj, _ShortestFloats):  # float32 values, written by orjson's float32 writer
-        return obj.values, not jsontensors.all_finite(obj.values)
-    if isinstance(obj, float):
-        return obj, not math.isfinite(obj)
+    # dicts first: every reply's meta is one, and its requestPath and tags
     if isinstance(obj, dict):
         types = set(map(type, obj.values()))
         if _PLAIN.issuperset(types):  # e.g. requestPath or tags of strings: one C pass
@@ -114,6 +104,17 @@ def _prepare(obj: Any) -> tuple[Any, bool]:
                         out = dict(obj)
                     out[key] = new
         return (obj if out is None else out), nonfinite
+    if isinstance(obj, np.ndarray):
+        ready = _json_ready(obj)
+        if isinstance(ready, np.ndarray):
+            return ready, not jsontensors.all_finite(ready)
+        return _prepare(ready)
+    if isinstance(obj, np.generic):
+        return _prepare(obj.item())
+    if isinstance(obj, _ShortestFloats):  # float32 values, written by orjson's float32 writer
+        return obj.values, not jsontensors.all_finite(obj.values)
+    if isinstance(obj, float):
+        return obj, not math.isfinite(obj)
     if isinstance(obj, (list, tuple)):
         types = set(map(type, obj))
         if _PLAIN.issuperset(types):  # e.g. 10 000 column names: one C pass, no per-item Python

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -82,12 +83,20 @@ class GraphMetrics:
         )
         self._images = {n.name: n.image or "NOT_IMPLEMENTED" for n in predictor.graph.walk()}
         self._tally = LatencyTally()
+        self._ok: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
 
     def observe(self, node: Node, method: str, seconds: float, error: BaseException | None) -> None:
-        code = "OK" if error is None else str(getattr(error, "http_status", 500))
-        self._tally.add((node.name, method, code), seconds)
+        """Every walk runs on the event loop (REST and gRPC alike) and so does ``flush``: a successful
+        call is only appended here (a graph makes one per node per request), and bucketed at flush."""
+        if error is None:
+            self._ok[node.name, method].append(seconds)
+        else:
+            self._tally.add((node.name, method, str(getattr(error, "http_status", 500))), seconds)
 
     def flush(self) -> None:
+        ok, self._ok = self._ok, defaultdict(list)
+        for (node, method), values in ok.items():
+            self._tally.add_all((node, method, "OK"), values)
         p = self.predictor
         for (node, method, code), (_count, total, counts) in self._tally.drain().items():
             child = self._hist.labels(p.deployment or "NOT_IMPLEMENTED", p.name, p.labels.get("version", p.name), node,
