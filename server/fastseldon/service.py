@@ -356,8 +356,8 @@ class SeldonService:
 
     def plain_reply(self, endpoint: str, msg: Message, out: Any) -> Reply:
         """The reply of a plain endpoint whose hook answered ``out``."""
-        if not is_seldon_response(out):
-            return self._assemble(out, msg.kind, [msg.meta], {}, [])
+        if type(out) is np.ndarray or not is_seldon_response(out):  # _assemble with no tags or metrics of its own
+            return Reply(out, msg.kind, self.model.class_names(), self._merged_meta([msg.meta], {}, []))
         data, tags, metrics = _unwrap(out)
         if tags or metrics:
             tags, metrics = self._runtime_custom(_METHODS[endpoint], {}, [], tags, metrics)
