@@ -90,19 +90,21 @@ class HookRunner:
         try:
             return hook.fn(*args, **kwargs)
         finally:
-            hook.record(perf_counter() - start)
-            if hook.last > self.inline_seconds:
-                self._slow_on_loop(hook)
+            seconds = perf_counter() - start
+            hook.record(seconds if seconds <= self.inline_seconds else self._slow_on_loop(hook, seconds))
 
-    def _slow_on_loop(self, hook: Hook) -> None:
-        """A call on the loop took longer than the budget. Unless the scheduler explains it (the
-        loop thread waited that long for a CPU: a busy or CPU-throttled machine, which would
-        otherwise send every hook off the loop in time), the hook never runs on the loop again."""
-        own = hook.last - loop_run_delay.since_mark()
+    def _slow_on_loop(self, hook: Hook, seconds: float) -> float:
+        """A call on the loop took longer than the budget: its own time, net of what the scheduler
+        explains (the loop thread waited for a CPU: a busy or CPU-throttled machine). Counted in
+        full, such waits would send every cheap hook to the pool now and then (its cost estimate
+        jumps at any slow call), and in time for good. A hook slow on its own never runs on the
+        loop again."""
+        own = max(0.0, seconds - loop_run_delay.since_mark())
         if own > self.inline_seconds:
             hook.off_loop = True
             log.info("%s took %.1f ms on the event loop (budget %g us): it runs on the thread pool from now on",
                      hook.name, own * 1000, self.inline_seconds * 1e6)
+        return own
 
     def _pooled(self, call: Call) -> Any:
         """A sync hook on the pool, registered with the watchdog under the request that asked for it."""

@@ -258,16 +258,16 @@ def test_a_call_slowed_by_the_scheduler_does_not_send_a_hook_off_the_loop_for_go
     delay = watchdog.loop_run_delay
     if delay.mark is None:
         pytest.skip("no /proc/thread-self/schedstat here")
-    hook = Hook("predict", lambda: None, False, False, calls=10, last=0.05)
+    hook = Hook("predict", lambda: None, False, False, calls=10)
     runner = HookRunner(asyncio.new_event_loop(), None, 0.0005)  # type: ignore[arg-type]
     try:
         delay.refresh()
         delay.mark -= 60_000_000  # as if the loop thread had waited 60 ms for a CPU since the last reading
-        runner._slow_on_loop(hook)  # a 50 ms call that waiting explains: forgiven
-        assert not hook.off_loop
+        own = runner._slow_on_loop(hook, 0.05)  # a 50 ms call that waiting explains: forgiven
+        assert not hook.off_loop and own < 0.0005  # and its cost estimate does not take the wait either
         delay.refresh()
-        runner._slow_on_loop(hook)  # a 50 ms call with (next to) no waiting: the hook's own
-        assert hook.off_loop
+        own = runner._slow_on_loop(hook, 0.05)  # a 50 ms call with (next to) no waiting: the hook's own
+        assert hook.off_loop and own > 0.04
     finally:
         delay.refresh()
         runner.loop.close()
