@@ -66,6 +66,36 @@ class MethodTable(grpc.GenericRpcHandler):
         return self._methods.get(handler_call_details.method)
 
     def _unary(self, name: str, fn: Any) -> grpc.RpcMethodHandler:
+        if self.pool is None and not getattr(fn, "wants_metadata", False):
+            return grpc.unary_unary_rpc_method_handler(self._direct(name, fn))
+        return grpc.unary_unary_rpc_method_handler(self._general(name, fn))
+
+    def _direct(self, name: str, fn: BytesHandler) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        """The common case (no --request-timeout, no metadata wanted), with nothing else per call:
+        the handler runs on grpcio's thread, registered with the watchdog."""
+        table, begin, end, fail = self, activity.begin, activity.end, _failure
+
+        def behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:  # it waited for a thread past its deadline: don't start it
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started")
+            token = begin(name)
+            try:
+                reply = fn(request)
+            except Exception as exc:  # noqa: BLE001 - mapped to its status code, never a traceback to the client
+                failure = fail(exc)
+            else:
+                table.served += 1
+                return reply
+            finally:
+                end(token)
+            table.served += 1
+            context.abort(*failure)
+            raise AssertionError("unreachable: ServicerContext.abort raises")
+
+        return behaviour
+
+    def _general(self, name: str, fn: Any) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         table = self
         wants_metadata = getattr(fn, "wants_metadata", False)
 
@@ -85,18 +115,15 @@ class MethodTable(grpc.GenericRpcHandler):
                     context.send_initial_metadata(reply[1])
                     return reply[0]
                 return reply
-            except FastSeldonError as exc:
-                code, details = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)
-            except Exception as exc:  # noqa: BLE001 - never a traceback to the client
-                log.exception("gRPC handler failed")
-                code, details = grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 - mapped to its status code, never a traceback to the client
+                code, details = _failure(exc)
             finally:
                 activity.end(token)
             table.served += 1
             context.abort(code, details)
             raise AssertionError("unreachable: ServicerContext.abort raises")
 
-        return grpc.unary_unary_rpc_method_handler(behaviour)
+        return behaviour
 
     def _bounded(self, name: str, fn: BytesHandler, request: bytes, remaining: float | None) -> bytes:
         """Run ``fn`` on the pool and wait at most --request-timeout (or the client's deadline, if sooner)."""
@@ -108,6 +135,14 @@ class MethodTable(grpc.GenericRpcHandler):
         except FutureTimeout:
             future.cancel()
             raise DeadlineExceeded(f"request timed out after {limit:g}s") from None
+
+
+def _failure(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and details a handler's exception is answered with (ours carry their own code)."""
+    if isinstance(exc, FastSeldonError):
+        return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)
+    log.exception("gRPC handler failed", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__
 
 
 def stream_method(fn: Callable[[Iterator[bytes], Any], Iterator[bytes]]) -> grpc.RpcMethodHandler:
