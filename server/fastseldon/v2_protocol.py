@@ -334,7 +334,7 @@ def decode_grpc_request(body: bytes) -> InferRequest:
             raise BadRequest(f"Input {name!r} appears more than once")
         seen.add(name)
         try:
-            shape = check_shape(list(item.shape))
+            shape = check_shape(item.shape[:])  # a slice of a repeated field: a list, at a third of list()'s cost
             if raws:
                 if item.HasField("contents"):
                     raise BadRequest(f"Input {name!r} has typed contents although raw_input_contents is used")
@@ -343,12 +343,12 @@ def decode_grpc_request(body: bytes) -> InferRequest:
                 data = _typed_tensor(name, item.datatype, shape, item.contents)
         except CodecError as exc:
             raise BadRequest(f"Input {name!r}: {exc.message}") from None
-        params = {k: param_value(v) for k, v in item.parameters.items()}
+        params = {k: param_value(v) for k, v in item.parameters.items()} if item.parameters else {}
         inputs.append(Tensor(name, item.datatype, data, params))
     outputs = None
     if msg.outputs:
         outputs = [RequestedOutput(o.name, None, {k: param_value(v) for k, v in o.parameters.items()}) for o in msg.outputs]
-    params = {k: param_value(v) for k, v in msg.parameters.items()}
+    params = {k: param_value(v) for k, v in msg.parameters.items()} if msg.parameters else {}
     return InferRequest(msg.model_name, msg.model_version, msg.id or None, inputs, outputs, params, typed_contents=not raws)
 
 
