@@ -21,12 +21,13 @@ import uvloop
 _FIXED = b'{"status":"ok"}'
 
 
-class _EchoProtocol(asyncio.Protocol):
+class ParsingProtocol(asyncio.Protocol):
+    """What every reference server does with its bytes: httptools parses them, a parse error closes."""
+
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._body: list[bytes] = []
-        self._content_type = b"application/json"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -37,6 +38,12 @@ class _EchoProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             self._transport.close()
+
+
+class _EchoProtocol(ParsingProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self._content_type = b"application/json"
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"content-type":

@@ -12,13 +12,10 @@ no metrics: the per-request cost above this floor is the server's own.
 """
 from __future__ import annotations
 
-import asyncio
-
-import httptools
 import numpy as np
 import orjson
 
-from benchmarks.ceiling_http import serve_http
+from benchmarks.ceiling_http import ParsingProtocol, serve_http
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _V2_DTYPES = {"FP32": np.float32, "FP64": np.float64}
@@ -51,22 +48,10 @@ def v2(body: bytes, model: str) -> bytes:
     return orjson.dumps(reply, option=_OPTS)
 
 
-class _FloorProtocol(asyncio.Protocol):
+class _FloorProtocol(ParsingProtocol):
     def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        super().__init__()
         self._url = b""
-        self._body: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            self._transport.close()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
