@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import types
@@ -953,3 +954,42 @@ def test_seldon_default_tensor_reply_head_is_reused_with_the_same_bytes(payload)
         reply = sp.Reply(values, "tensor", None, {})
         assert sp.reply_to_proto_bytes(reply) == sp.reply_to_proto(reply).SerializeToString()
     assert payload.shape in sp._TENSOR_HEADS
+
+
+def _tensor_request(values, shape, names=(), puid=""):
+    pb = pytest.importorskip("fastseldon.proto.prediction_pb2")
+    msg = pb.SeldonMessage()
+    msg.data.tensor.values.extend(values)
+    msg.data.tensor.shape.extend(shape)
+    msg.data.names.extend(names)
+    if puid:
+        msg.meta.puid = puid
+    return msg.SerializeToString()
+
+
+@pytest.mark.parametrize("full_raw", [False, True])
+def test_seldon_tensor_request_form_is_reused_with_the_same_message(full_raw):
+    """Tensor requests without meta keep their shape and names per the rest of the message: every
+    later request of that form (other values, a wrong count, other names) decodes as the first did."""
+    sp = pytest.importorskip("fastseldon.seldon_protocol")
+    pb = pytest.importorskip("fastseldon.proto.prediction_pb2")
+    sp._TENSOR_FORMS.clear()
+    bodies = [_tensor_request([1.0, 2, 3], [1, 3]), _tensor_request([4.0, 5, 6], [1, 3]),
+              _tensor_request([1.0, 2], [1, 3]), _tensor_request([1.0, 2, 3], [1, 3], ["a", "b", "c"]),
+              _tensor_request([1.0, 2, 3, 4], [2, 2]), _tensor_request([5.0, 6], []),
+              _tensor_request([7.0, 8, 9], [1, 3], puid="p")]
+    for _ in range(3):
+        for body in bodies:
+            msg, values = codec.decode_seldon_message(body)
+            raw = pb.SeldonMessage.FromString(body) if full_raw else msg
+            try:
+                expected = sp.message_from_proto(msg, values=values.copy(), raw=raw)
+            except sp.BadRequest as exc:
+                with pytest.raises(sp.BadRequest, match=re.escape(str(exc))):
+                    sp.message_from_proto_bytes(body, full_raw=full_raw)
+                continue
+            got = sp.message_from_proto_bytes(body, full_raw=full_raw)
+            assert (got.kind, got.names, got.meta, got.raw) == (expected.kind, expected.names, expected.meta, expected.raw)
+            assert got.payload.shape == expected.payload.shape and np.array_equal(got.payload, expected.payload)
+            assert got.payload.flags.writeable
+    assert len(sp._TENSOR_FORMS) == 4  # the meta request is not kept; [1, 3] with and without names are two
