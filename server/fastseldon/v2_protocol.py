@@ -317,9 +317,46 @@ def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: An
     return arr.reshape(shape)
 
 
+# A client's stream of raw-input requests without ids differs only in its raw_input_contents: the
+# decoded rest (names, datatypes, shapes, parameters, outputs) is kept per the rest's bytes.
+_RawForm = tuple[str, str, list[tuple[str, str, tuple[int, ...], dict[str, Any]]], list[RequestedOutput] | None,
+                 dict[str, Any]]
+_RAW_FORMS: dict[bytes, _RawForm] = {}
+_RAW_FORMS_MAX = 64
+
+
 def decode_grpc_request(body: bytes) -> InferRequest:
     """ModelInferRequest bytes -> InferRequest; raw_input_contents become views onto ``body``."""
     msg, raws = codec.decode_infer_request(body)
+    if not raws or msg.id:
+        return _decode_grpc_request(msg, raws)
+    key = msg.SerializeToString()
+    form = _RAW_FORMS.get(key)
+    if form is None or len(form[2]) != len(raws):
+        request = _decode_grpc_request(msg, raws)
+        if form is None:
+            if len(_RAW_FORMS) >= _RAW_FORMS_MAX:
+                _RAW_FORMS.clear()
+            _RAW_FORMS[key] = (request.model_name, request.model_version,
+                               [(t.name, t.datatype, t.data.shape, dict(t.parameters)) for t in request.inputs],
+                               None if request.outputs is None else
+                               [RequestedOutput(o.name, o.binary, dict(o.parameters)) for o in request.outputs],
+                               dict(request.parameters))
+        return request
+    model_name, model_version, forms, outputs, params = form
+    inputs = []
+    for (name, datatype, shape, tensor_params), raw in zip(forms, raws):
+        try:
+            data = codec.decode_raw(raw, datatype, shape)
+        except CodecError as exc:
+            raise BadRequest(f"Input {name!r}: {exc.message}") from None
+        inputs.append(Tensor(name, datatype, data, dict(tensor_params) if tensor_params else {}))
+    return InferRequest(model_name, model_version, None, inputs,
+                        None if outputs is None else [RequestedOutput(o.name, o.binary, dict(o.parameters)) for o in outputs],
+                        dict(params) if params else {})
+
+
+def _decode_grpc_request(msg: Any, raws: list[memoryview]) -> InferRequest:
     if not msg.inputs:
         raise BadRequest("ModelInferRequest needs at least one input")
     if raws and len(raws) != len(msg.inputs):

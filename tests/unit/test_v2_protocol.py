@@ -4,6 +4,7 @@ real-server behaviour is in test_v2_rest.py and test_v2_grpc.py."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -590,3 +591,53 @@ def test_rest_reply_is_the_whole_documents_dumps(case: str) -> None:
     assert body[:len(head)] == head
     if headers:
         assert headers == [(b"Inference-Header-Content-Length", str(len(head)).encode())]
+
+
+def _raw_infer_request(arrays, datatype="FP64", outputs=(), params=None, tensor_params=None, rid="", raws=None):
+    from fastseldon.proto import grpc_service_pb2 as v2pb
+
+    req = v2pb.ModelInferRequest(model_name="m", id=rid)
+    for i, arr in enumerate(arrays):
+        tensor = req.inputs.add(name=f"in{i}", datatype=datatype, shape=list(arr.shape))
+        for key, value in (tensor_params or {}).items():
+            tensor.parameters[key].string_param = value
+    for name in outputs:
+        req.outputs.add(name=name).parameters["binary_data"].bool_param = True
+    for key, value in (params or {}).items():
+        req.parameters[key].int64_param = value
+    for arr in arrays if raws is None else raws:
+        req.raw_input_contents.append(np.ascontiguousarray(arr, dtype="<f8").tobytes())
+    return req.SerializeToString()
+
+
+def test_grpc_raw_request_form_is_reused_with_the_same_request():
+    """Raw-input requests without an id keep their decoded rest per its bytes: every later request of
+    that form (other values, a wrong byte count, a missing raw entry) decodes or fails as the first did."""
+    v2 = pytest.importorskip("fastseldon.v2_protocol")
+    v2._RAW_FORMS.clear()
+    a, b = np.arange(6.0).reshape(2, 3), np.arange(4.0)
+    bodies = [
+        _raw_infer_request([a]), _raw_infer_request([a + 1]), _raw_infer_request([a, b], outputs=("y",)),
+        _raw_infer_request([a], params={"p": 3}, tensor_params={"content_type": "np"}),
+        _raw_infer_request([a], raws=[np.arange(5.0)]), _raw_infer_request([a, b], raws=[a]),
+        _raw_infer_request([a], rid="r1"),
+    ]
+
+    def uncached(body):
+        return v2._decode_grpc_request(*codec.decode_infer_request(body))
+
+    for _ in range(3):
+        for body in bodies:
+            try:
+                expected = uncached(body)
+            except BadRequest as exc:
+                with pytest.raises(BadRequest, match=re.escape(str(exc))):
+                    v2.decode_grpc_request(body)
+                continue
+            got = v2.decode_grpc_request(body)
+            for field in ("model_name", "model_version", "id", "outputs", "parameters", "binary_output", "typed_contents"):
+                assert getattr(got, field) == getattr(expected, field), field
+            assert [(t.name, t.datatype, t.parameters, t.data.dtype, t.data.shape) for t in got.inputs] == \
+                [(t.name, t.datatype, t.parameters, t.data.dtype, t.data.shape) for t in expected.inputs]
+            assert all(np.array_equal(g.data, e.data) for g, e in zip(got.inputs, expected.inputs))
+    assert len(v2._RAW_FORMS) == 3  # the request with an id is not kept, nor is a form that failed first
