@@ -357,7 +357,7 @@ class SeldonService:
     def plain_reply(self, endpoint: str, msg: Message, out: Any) -> Reply:
         """The reply of a plain endpoint whose hook answered ``out``."""
         if type(out) is np.ndarray or not is_seldon_response(out):  # _assemble with no tags or metrics of its own
-            return Reply(out, msg.kind, self.model.class_names(), self._merged_meta([msg.meta], {}, []))
+            return Reply(out, msg.kind, self.model.class_names(), self._passed_on_meta(msg.meta))
         data, tags, metrics = _unwrap(out)
         if tags or metrics:
             tags, metrics = self._runtime_custom(_METHODS[endpoint], {}, [], tags, metrics)
@@ -444,6 +444,27 @@ class SeldonService:
     def _assemble(self, data: Any, kind: str, metas: list[dict[str, Any]], custom_tags: dict[str, Any],
                   custom_metrics: list[Any], request_meta: bool = True) -> Reply:
         return Reply(data, kind, self.model.class_names(), self._merged_meta(metas, custom_tags, custom_metrics, request_meta))
+
+    def _passed_on_meta(self, m: dict[str, Any]) -> dict[str, Any]:
+        """``_merged_meta([m], {}, [])``, the meta of every plain reply (each hop of an in-process graph
+        makes one), without the general merge's loop and empty collections (tested equal)."""
+        meta: dict[str, Any] = {}
+        if not m:
+            if self._request_path:
+                meta["requestPath"] = dict(self._request_path)
+            return meta
+        if found := m.get("metrics"):
+            meta["metrics"] = list(found)
+        if puid := m.get("puid"):
+            meta["puid"] = puid
+        path = dict(self._request_path)
+        if found := m.get("requestPath"):
+            path.update(found)
+        if path:
+            meta["requestPath"] = path
+        if found := m.get("tags"):
+            meta["tags"] = dict(found)
+        return meta
 
     def _merged_meta(self, metas: list[dict[str, Any]], custom_tags: dict[str, Any], custom_metrics: list[Any],
                      request_meta: bool = True) -> dict[str, Any]:

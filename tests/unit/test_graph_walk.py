@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fastseldon.graph import spec
-from fastseldon.graph.app import new_puid
+from fastseldon.graph.app import Puids
 from fastseldon.graph.executor import GraphExecutor
 from fastseldon.types import Feedback, Message
 
@@ -80,9 +80,11 @@ def test_walk_order_input_route_children_aggregate_output() -> None:
 
 
 def test_new_puid_is_a_version4_uuid_and_unique() -> None:
-    seen = {new_puid() for _ in range(2000)}
+    puids = Puids(batch=7)  # refills mid-way many times
+    seen = {puids() for _ in range(2000)}
     assert len(seen) == 2000
-    for p in list(seen)[:50]:
+    assert puids.of(b"given-1") == "given-1" and puids.of(None) not in seen
+    for p in list(seen)[:50] + list(seen)[-50:]:
         u = uuid.UUID(p)
         assert str(u) == p and u.version == 4 and u.variant == uuid.RFC_4122
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastseldon.errors import FastSeldonError
 from fastseldon.graph.units import LocalUnit
@@ -101,3 +103,27 @@ def test_plain_path_keeps_seldon_meta_rules() -> None:
 def test_plain_path_user_error_is_500_with_message() -> None:
     got, want, taken = _both(Failing(), "predict", Message("ndarray", X, [], {}))
     assert taken and got == want and got[1] == 500 and "bad row" in got[2]
+
+
+_meta_values = st.one_of(st.none(), st.just({}), st.just([]), st.text(max_size=3),
+                         st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=3),
+                         st.lists(st.dictionaries(st.sampled_from(["key", "type", "value"]), st.integers(0, 3)), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(meta=st.dictionaries(st.sampled_from(["tags", "metrics", "requestPath", "puid", "routing", "other"]), _meta_values,
+                            max_size=5),
+       unit_id=st.sampled_from(["", "node"]))
+def test_the_plain_replys_meta_is_the_general_merge_of_one_request(meta: dict[str, Any], unit_id: str) -> None:
+    """_passed_on_meta is _merged_meta([m], {}, []) written for one request: same keys, order and values."""
+    unit = UnitSettings(interface_name="Double", model_name="m", predictive_unit_id=unit_id, predictive_unit_image="img:1")
+    service = SeldonService(UserModel.from_object(Double()), unit, Metrics(unit))
+    try:
+        general: Any = service._merged_meta([meta], {}, [])
+    except (TypeError, ValueError, AttributeError) as exc:
+        general = type(exc)
+    try:
+        passed: Any = service._passed_on_meta(meta)
+    except (TypeError, ValueError, AttributeError) as exc:
+        passed = type(exc)
+    assert passed == general and (not isinstance(passed, dict) or list(passed) == list(general))

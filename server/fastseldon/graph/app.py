@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -126,6 +126,7 @@ class GraphApp:
         self.executor = GraphExecutor(predictor, units, routing_injection=injection, seed=seed,
                                       observe=self.node_metrics.observe)
         self.name = predictor.deployment or predictor.name
+        self.puids = Puids()
         self.router = Router()
         self.router.set_error_renderer("", render_error)
         self.router.set_error_renderer("/v2", lambda exc: Response(exc.http_status, v2.error_body(exc), JSON))
@@ -174,13 +175,13 @@ class GraphApp:
     # -- REST
 
     async def rest_predict(self, request: Request) -> Response:
-        puid = _puid(request.headers.get(PUID))
+        puid = self.puids.of(request.headers.get(PUID))
         obj = sp.parse_rest_body(request.body, request.headers.get(b"content-type", b""), request.query, fast=True)
         out, _routing = await self.executor.predict(sp.message_from_json(obj, raw=obj), puid)
         return Response(200, sp.reply_to_json(as_reply(out)), JSON, [(PUID, puid.encode())])
 
     async def rest_feedback(self, request: Request) -> Response:
-        puid = _puid(request.headers.get(PUID))
+        puid = self.puids.of(request.headers.get(PUID))
         obj = sp.parse_rest_body(request.body, request.headers.get(b"content-type", b""), request.query, fast=False)
         out = await self.executor.feedback(sp.feedback_from_json(obj), puid)
         return Response(200, sp.reply_to_proto_json(as_reply(out)), JSON, [(PUID, puid.encode())])
@@ -208,7 +209,7 @@ class GraphApp:
             raise BadRequest(f"a graph's V2 infer takes exactly one input tensor, got {len(infer.inputs)}")
         x = infer.inputs[0].data
         out, _ = await self.executor.predict(Message("tensor" if x.dtype.kind in "biuf" else "ndarray", x, []),
-                                             _puid(request.headers.get(PUID)))
+                                             self.puids.of(request.headers.get(PUID)))
         arr = np.asarray(out.payload)
         result = InferResult([Tensor("output-0", datatype_for(arr.dtype), arr)])
         body, ctype, headers = v2.encode_rest_response(result, infer, self.name, "")
@@ -223,12 +224,12 @@ class GraphApp:
     # initial metadata, as Seldon's executor sends it (SendHeader / SetHeader).
 
     def grpc_predict(self, body: bytes, metadata: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
-        puid = metadata.get(GRPC_PUID) or _puid(None)
+        puid = metadata.get(GRPC_PUID) or self.puids()
         out, _ = self._on_loop(self.executor.predict(sp.message_from_proto_bytes(body), puid))
         return sp.reply_to_proto_bytes(as_reply(out)), [(GRPC_PUID, puid)]
 
     def grpc_feedback(self, body: bytes, metadata: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
-        puid = metadata.get(GRPC_PUID) or _puid(None)
+        puid = metadata.get(GRPC_PUID) or self.puids()
         out = self._on_loop(self.executor.feedback(sp.feedback_from_proto_bytes(body), puid))
         return sp.reply_to_proto_bytes(as_reply(out)), [(GRPC_PUID, puid)]
 
@@ -274,15 +275,30 @@ def render_error(exc: FastSeldonError) -> Response:
     return Response(exc.http_status, sp.error_body(exc), JSON)
 
 
-def _puid(header: bytes | None) -> str:
-    return header.decode("latin-1") if header else new_puid()
+class Puids:
+    """Random (version 4) UUID strings, one per request that came without a puid, as Seldon's
+    executor generates: the same text uuid.uuid4() gives, without a UUID object, and with the
+    random bytes read for 64 puids at a time (one getrandom call, not one per request).
+    Safe from any thread (gRPC handlers draw too): ``deque.popleft`` is atomic, and threads
+    that find it empty at once each refill it. Each worker makes its own, after the fork (no two
+    workers share a batch)."""
 
+    def __init__(self, batch: int = 64):
+        self.batch = batch
+        self._ready: deque[str] = deque()
 
-def new_puid() -> str:
-    """A random (version 4) UUID in its usual text form, as Seldon's executor generates: the same
-    thing uuid.uuid4() gives, without building a UUID object per request."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    def __call__(self) -> str:
+        while True:
+            try:
+                return self._ready.popleft()
+            except IndexError:
+                h = os.urandom(16 * self.batch).hex()
+                self._ready.extend(f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{_VARIANT[int(h[i + 16], 16) & 3]}"
+                                   f"{h[i + 17:i + 20]}-{h[i + 20:i + 32]}" for i in range(0, 32 * self.batch, 32))
+
+    def of(self, header: bytes | None) -> str:
+        """The request's puid header, or a new one."""
+        return header.decode("latin-1") if header else self()
 
 
 _VARIANT = "89ab"
