@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from fastseldon.batching import AdaptiveBatcher, batcher_for
 from fastseldon.errors import FastSeldonError, from_user_exception
@@ -138,9 +138,17 @@ class HookRunner:
 
     # -- driving a service endpoint
 
-    def plain(self, service: SeldonService, endpoint: str, msg: Message) -> Reply | None:
+    @overload
+    def plain(self, service: SeldonService, endpoint: str, msg: Message,
+              as_message: Literal[False] = False) -> Reply | None: ...
+
+    @overload
+    def plain(self, service: SeldonService, endpoint: str, msg: Message, as_message: Literal[True]) -> Message | None: ...
+
+    def plain(self, service: SeldonService, endpoint: str, msg: Message, as_message: bool = False) -> Reply | Message | None:
         """``endpoint``'s reply computed right here on the loop when it is plain (service.plain_call)
         and its hook may run inline: the steps' answer without driving them; None when it is not.
+        With ``as_message``, that reply as the next unit's request (an in-process graph hop).
 
         Every cheap unit's request (REST, and each in-process graph hop) comes this way, so it is
         written flat: no Call object unless a batcher has to look at it."""
@@ -157,8 +165,9 @@ class HookRunner:
             except Exception as exc:
                 if not is_not_implemented(exc):
                     raise
-                return service.plain_absent(endpoint, msg)
-            return service.plain_reply(endpoint, msg, out)
+                absent = service.plain_absent(endpoint, msg)
+                return absent.to_message() if as_message else absent
+            return service.plain_message(endpoint, msg, out) if as_message else service.plain_reply(endpoint, msg, out)
         except Exception as exc:  # noqa: BLE001 - user code: 500 with its message, logged with the traceback
             raise user_error(exc) from None
 

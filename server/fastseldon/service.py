@@ -21,7 +21,7 @@ from fastseldon.errors import BadMetadata, BadMetric, BadRequest, CodecError, No
 from fastseldon.metrics import Metrics
 from fastseldon.settings import UnitSettings
 from fastseldon.steps import Call, Steps
-from fastseldon.types import DATA_KINDS, Feedback, InferRequest, InferResult, Message, Reply, Tensor
+from fastseldon.types import DATA_KINDS, Feedback, InferRequest, InferResult, Message, Reply, Tensor, message_of
 from fastseldon.user_model import Hook, UserModel, is_not_implemented, is_seldon_response
 
 log = logging.getLogger(__name__)
@@ -362,6 +362,12 @@ class SeldonService:
         if tags or metrics:
             tags, metrics = self._runtime_custom(_METHODS[endpoint], {}, [], tags, metrics)
         return self._assemble(data, msg.kind, [msg.meta], tags, metrics)
+
+    def plain_message(self, endpoint: str, msg: Message, out: Any) -> Message:
+        """``plain_reply(...).to_message()`` with no Reply in between: an in-process graph hop."""
+        if type(out) is np.ndarray or not is_seldon_response(out):
+            return message_of(out, msg.kind, self.model.class_names(), self._passed_on_meta(msg.meta))
+        return self.plain_reply(endpoint, msg, out).to_message()
 
     def plain_absent(self, endpoint: str, msg: Message) -> Reply:
         """A plain endpoint whose hook raised SeldonNotImplementedError: Seldon's default answer."""

@@ -69,26 +69,30 @@ class Reply:
     status: int = 200
 
     def to_message(self) -> Message:
-        """This reply as the next unit's request, as Seldon's executor would pass it on: a numeric
-        result keeps its array (no copy) and the names the wire would carry; other payloads pass
-        through as their Seldon kind. The reply's meta is handed on (it is the reply's own).
+        """This reply as the next unit's request, as Seldon's executor would pass it on (``message_of``;
+        the reply's meta is handed on: it is the reply's own).
 
         A *_raw hook's reply is wire-shaped (a dict or a proto): decode it with the protocol adapter instead.
         """
         if self.raw:
             raise ValueError("a *_raw hook's reply is wire-shaped; decode it with the protocol adapter")
-        payload, meta = self.payload, self.meta
-        arr = payload if type(payload) is np.ndarray else result_array(payload)
-        if arr is not None:
-            kind = self.kind if self.kind in DATA_KINDS and arr.dtype.kind in "iufc" else "ndarray"
-            return Message(kind, arr, list(reply_names(arr, self.names)), meta)
-        if isinstance(payload, dict):
-            return Message("jsonData", payload, [], meta)
-        if isinstance(payload, (bytes, bytearray, memoryview)):
-            return Message("binData", bytes(payload), [], meta)
-        if isinstance(payload, str):
-            return Message("strData", payload, [], meta)
-        return Message("customData", payload, [], meta)
+        return message_of(self.payload, self.kind, self.names, self.meta)
+
+
+def message_of(payload: Any, kind: str, names: list[str] | None, meta: dict[str, Any]) -> Message:
+    """A unit's result as the next unit's request: a numeric result keeps its array (no copy) and
+    the names the wire would carry; other payloads pass through as their Seldon kind."""
+    arr = payload if type(payload) is np.ndarray else result_array(payload)
+    if arr is not None:
+        kind = kind if kind in DATA_KINDS and arr.dtype.kind in "iufc" else "ndarray"
+        return Message(kind, arr, list(reply_names(arr, names)), meta)
+    if isinstance(payload, dict):
+        return Message("jsonData", payload, [], meta)
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return Message("binData", bytes(payload), [], meta)
+    if isinstance(payload, str):
+        return Message("strData", payload, [], meta)
+    return Message("customData", payload, [], meta)
 
 
 @dataclass(slots=True)

@@ -86,17 +86,23 @@ class GraphMetrics:
         self._ok: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
 
     def observe(self, node: Node, method: str, seconds: float, error: BaseException | None) -> None:
-        """Every walk runs on the event loop (REST and gRPC alike) and so does ``flush``: a successful
-        call is only appended here (a graph makes one per node per request), and bucketed at flush."""
         if error is None:
             self._ok[node.name, method].append(seconds)
         else:
             self._tally.add((node.name, method, str(getattr(error, "http_status", 500))), seconds)
 
+    def record(self, node: Node, method: str) -> Callable[[float], None]:
+        """Every walk runs on the event loop (REST and gRPC alike) and so does ``flush``: a node's
+        successful call is only appended to its list (a graph makes one per node per request), and
+        the lists are bucketed at flush."""
+        return self._ok[node.name, method].append
+
     def flush(self) -> None:
-        ok, self._ok = self._ok, defaultdict(list)
-        for (node, method), values in ok.items():
-            self._tally.add_all((node, method, "OK"), values)
+        for (node, method), values in self._ok.items():
+            if values:
+                done = values[:]
+                values.clear()  # (the list stays: the executor appends to it)
+                self._tally.add_all((node, method, "OK"), done)
         p = self.predictor
         for (node, method, code), (_count, total, counts) in self._tally.drain().items():
             child = self._hist.labels(p.deployment or "NOT_IMPLEMENTED", p.name, p.labels.get("version", p.name), node,
@@ -124,7 +130,7 @@ class GraphApp:
         self.node_metrics = GraphMetrics(predictor)
         injection = bool(os.environ.get("SELDON_ENABLE_ROUTING_INJECTION"))
         self.executor = GraphExecutor(predictor, units, routing_injection=injection, seed=seed,
-                                      observe=self.node_metrics.observe)
+                                      observe=self.node_metrics.observe, record=self.node_metrics.record)
         self.name = predictor.deployment or predictor.name
         self.puids = Puids()
         self.router = Router()

@@ -26,6 +26,8 @@ from fastseldon.types import Feedback, Message
 
 # An observer of every node call: (node, method, seconds, error or None)
 Observer = Callable[[Node, str, float, BaseException | None], None]
+# What records a node method's successful calls, worked out once per (node, method): seconds -> None
+Recorder = Callable[[Node, str], Callable[[float], None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +42,21 @@ class _Plan:
     output: bool  # transform_output after the children
     children: tuple[_Plan, ...]
     passes_on: bool  # one child, called with this node's message and answering for it (no router, no combiner)
+    record_input: Callable[[float], None]  # the input phase's successful calls (observe's, made once)
 
 
 class GraphExecutor:
     """Runs one predictor's graph over its units (in-process, remote or built in)."""
 
     def __init__(self, predictor: Predictor, units: dict[str, GraphUnit], *, routing_injection: bool = False,
-                 seed: int | None = None, observe: Observer | None = None):
+                 seed: int | None = None, observe: Observer | None = None, record: Recorder | None = None):
         self.predictor = predictor
         self.root = predictor.graph
         self.units = units
         self.routing_injection = routing_injection
         self.random = random.Random(seed)
         self.observe: Observer = observe or _unobserved
+        self._record = record or (lambda node, method: lambda seconds: self.observe(node, method, seconds, None))
         self._ratio = {n.name: _ratio_a(n) for n in self.root.walk() if n.implementation == "RANDOM_ABTEST"}
         self._plan = self._plan_of(self.root)
 
@@ -65,7 +69,8 @@ class GraphExecutor:
         routes, aggregates = has and node.does("ROUTE"), node.does("AGGREGATE")
         passes_on = len(node.children) == 1 and not routes and not aggregates and node.implementation != "RANDOM_ABTEST"
         return _Plan(node, unit, input_method, routes, aggregates, has and node.does("TRANSFORM_OUTPUT"),
-                     tuple(self._plan_of(c) for c in node.children), passes_on)
+                     tuple(self._plan_of(c) for c in node.children), passes_on,
+                     self._record(node, input_method) if input_method else _unrecorded)
 
     # -- predict
 
@@ -106,7 +111,7 @@ class GraphExecutor:
                 except BaseException as exc:
                     self.observe(node, plan.input_method, perf_counter() - start, exc)
                     raise
-                self.observe(node, plan.input_method, perf_counter() - start, None)
+                plan.record_input(perf_counter() - start)
                 routing[node.name] = -1
             if plan.output:
                 outputs.append(plan)
@@ -185,6 +190,10 @@ class GraphExecutor:
 
 
 def _unobserved(node: Node, method: str, seconds: float, error: BaseException | None) -> None:
+    pass
+
+
+def _unrecorded(seconds: float) -> None:
     pass
 
 

@@ -112,8 +112,7 @@ class LocalUnit:
         return msg
 
     def call_now(self, method: str, msg: Message, puid: str) -> Message | None:
-        reply = self.runner.plain(self.service, method, msg)  # a plain hook, right here (runner.plain)
-        return None if reply is None else reply.to_message()
+        return self.runner.plain(self.service, method, msg, True)  # a plain hook, right here (runner.plain)
 
     async def call(self, method: str, msg: Message, puid: str) -> Message:
         out = self.call_now(method, msg, puid)
