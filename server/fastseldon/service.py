@@ -352,7 +352,7 @@ class SeldonService:
     @staticmethod
     def hook_kwargs(hook: Hook, msg: Message) -> dict[str, Any]:
         """The keyword arguments a data hook gets beside (X, names): ``meta``, when it takes it."""
-        return {"meta": msg.meta} if hook.accepts_meta else {}
+        return _call_kwargs(hook, msg.meta)
 
     def plain_reply(self, endpoint: str, msg: Message, out: Any) -> Reply:
         """The reply of a plain endpoint whose hook answered ``out``."""
